@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * pagebuf: physical page buffers handed to userspace.
+ *
+ * This header is the whole ABI of /dev/pagebuf. Every struct is naturally
+ * aligned with explicit padding; fields marked (in) are read by the kernel,
+ * (out) are written by it. Any field that is not (in) for a given ioctl must
+ * be zero on entry, as must every reserved field and unknown flag bit, or the
+ * ioctl fails with EINVAL.
+ *
+ * The ABI grows by appending fields to a struct: the kernel compares the
+ * size encoded in the caller's command with its own, zero-fills what an
+ * older caller did not pass and refuses a larger, unknown tail that is not
+ * zero. PAGEBUF_IOC_GET_INFO reports the interface version and feature bits.
+ */
+#ifndef _UAPI_PAGEBUF_H
+#define _UAPI_PAGEBUF_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define PAGEBUF_API_VERSION	1
+
+/* struct pagebuf_buffer.flags */
+#define PAGEBUF_BUF_DMA		0x1	/* dma_map_page(DMA_BIDIRECTIONAL) */
+#define PAGEBUF_BUF_FILE_OWNED	0x2	/* freed when its file is closed */
+#define PAGEBUF_BUF_FLAGS	(PAGEBUF_BUF_DMA | PAGEBUF_BUF_FILE_OWNED)
+
+/* struct pagebuf_free.flags */
+#define PAGEBUF_FREE_ALL	0x1	/* every buffer this file may free */
+#define PAGEBUF_FREE_FLAGS	PAGEBUF_FREE_ALL
+
+/* struct pagebuf_info.features */
+#define PAGEBUF_FEAT_DMA_COHERENT	0x1 /* no cache maintenance needed */
+
+/**
+ * struct pagebuf_info - module limits and state (PAGEBUF_IOC_GET_INFO)
+ * @api_version:  (out) PAGEBUF_API_VERSION of the running module
+ * @features:     (out) PAGEBUF_FEAT_* bits
+ * @page_size:    (out) PAGE_SIZE in bytes
+ * @max_order:    (out) largest order ALLOC accepts
+ * @max_pages:    (out) most pages all buffers may hold together
+ * @pages_in_use: (out) pages held by buffers now
+ * @nr_buffers:   (out) buffers that exist now
+ * @reserved:     must be zero
+ * @dma_mask:     (out) DMA mask of the device buffers are mapped for
+ */
+struct pagebuf_info {
+	__u32 api_version;
+	__u32 features;
+	__u32 page_size;
+	__u32 max_order;
+	__u64 max_pages;
+	__u64 pages_in_use;
+	__u32 nr_buffers;
+	__u32 reserved;
+	__u64 dma_mask;
+};
+
+/**
+ * struct pagebuf_buffer - one buffer (ALLOC, BUF_INFO, and LIST entries)
+ * @id:        (out) buffer id, never 0; (in) for BUF_INFO
+ * @order:     (in) for ALLOC: log2 of the number of pages; (out) otherwise
+ * @flags:     (in) for ALLOC: PAGEBUF_BUF_* requested; (out) otherwise
+ * @reserved:  must be zero
+ * @phys_addr: (out) physical address of the first page (page_to_phys)
+ * @dma_addr:  (out) DMA address, valid when PAGEBUF_BUF_DMA is set
+ * @size:      (out) size in bytes, PAGE_SIZE << order
+ */
+struct pagebuf_buffer {
+	__u32 id;
+	__u32 order;
+	__u32 flags;
+	__u32 reserved;
+	__u64 phys_addr;
+	__u64 dma_addr;
+	__u64 size;
+};
+
+/**
+ * struct pagebuf_free - free one buffer or all of them (PAGEBUF_IOC_FREE)
+ * @id:    (in) buffer to free; must be 0 with PAGEBUF_FREE_ALL
+ * @flags: (in) PAGEBUF_FREE_*
+ * @count: (out) number of buffers freed
+ * @reserved: must be zero
+ *
+ * A buffer owned by another open file cannot be freed (EPERM); FREE_ALL
+ * frees module-owned buffers and those owned by the calling file.
+ */
+struct pagebuf_free {
+	__u32 id;
+	__u32 flags;
+	__u32 count;
+	__u32 reserved;
+};
+
+/**
+ * struct pagebuf_list - copy out the buffer registry (PAGEBUF_IOC_LIST)
+ * @buffers:    (in) user pointer to an array of entries, may be 0 when
+ *              @capacity is 0
+ * @capacity:   (in) number of entries the array holds
+ * @entry_size: (in) sizeof(struct pagebuf_buffer) as the caller knows it
+ * @count:      (out) entries written, in increasing id order
+ * @total:      (out) buffers that exist; retry with a larger array if
+ *              @total > @count
+ */
+struct pagebuf_list {
+	__u64 buffers;
+	__u32 capacity;
+	__u32 entry_size;
+	__u32 count;
+	__u32 total;
+};
+
+#define PAGEBUF_IOC_MAGIC	0xB8
+
+#define PAGEBUF_IOC_GET_INFO	_IOR(PAGEBUF_IOC_MAGIC, 0x00, struct pagebuf_info)
+#define PAGEBUF_IOC_ALLOC	_IOWR(PAGEBUF_IOC_MAGIC, 0x01, struct pagebuf_buffer)
+#define PAGEBUF_IOC_FREE	_IOWR(PAGEBUF_IOC_MAGIC, 0x02, struct pagebuf_free)
+#define PAGEBUF_IOC_BUF_INFO	_IOWR(PAGEBUF_IOC_MAGIC, 0x03, struct pagebuf_buffer)
+#define PAGEBUF_IOC_LIST	_IOWR(PAGEBUF_IOC_MAGIC, 0x04, struct pagebuf_list)
+
+#endif /* _UAPI_PAGEBUF_H */

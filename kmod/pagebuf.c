@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pagebuf: allocate physical pages with alloc_pages(), optionally map them
+ * for DMA, and hand their physical and DMA addresses to userspace through
+ * /dev/pagebuf, so that the cache behaviour of touching them through other
+ * aliases (/dev/mem above all) can be studied.
+ *
+ * Opening /dev/pagebuf needs CAP_SYS_RAWIO, as /dev/mem does: physical
+ * addresses are what the caller uses to reach these pages through /dev/mem.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/capability.h>
+#include <linux/dma-map-ops.h>
+#include <linux/dma-mapping.h>
+#include <linux/fs.h>
+#include <linux/log2.h>
+#include <linux/gfp.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/mmzone.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/xarray.h>
+
+#include "uapi/pagebuf.h"
+
+/*
+ * The largest order alloc_pages() accepts, spelt so that it holds across the
+ * MAX_ORDER (exclusive before 6.4, inclusive after) and MAX_PAGE_ORDER (6.8)
+ * renames.
+ */
+#define PAGEBUF_MAX_PAGE_ORDER	ilog2(MAX_ORDER_NR_PAGES)
+
+static unsigned int pagebuf_max_order = 10;
+module_param_named(max_order, pagebuf_max_order, uint, 0444);
+MODULE_PARM_DESC(max_order, "Largest order a buffer may have (default 10)");
+
+static unsigned long pagebuf_max_pages = 32768;
+module_param_named(max_pages, pagebuf_max_pages, ulong, 0444);
+MODULE_PARM_DESC(max_pages, "Most pages all buffers may hold together (default 32768)");
+
+/**
+ * struct pagebuf_buf - one buffer of 2^order physically contiguous pages
+ * @id:       registry index, never 0
+ * @order:    log2 of the number of pages
+ * @flags:    PAGEBUF_BUF_* bits
+ * @pages:    first page, from alloc_pages()
+ * @dma_addr: DMA address when PAGEBUF_BUF_DMA is set
+ * @owner:    the file whose release frees this buffer, or NULL when the
+ *            buffer belongs to the module and lives until freed or rmmod
+ */
+struct pagebuf_buf {
+	u32 id;
+	unsigned int order;
+	u32 flags;
+	struct page *pages;
+	dma_addr_t dma_addr;
+	struct file *owner;
+};
+
+/* pagebuf_lock serialises every change to the registry and the counters. */
+static DEFINE_MUTEX(pagebuf_lock);
+static DEFINE_XARRAY_ALLOC1(pagebuf_bufs);
+static u32 pagebuf_next_id;
+static unsigned long pagebuf_pages_in_use;
+static unsigned int pagebuf_nr_buffers;
+
+static struct miscdevice pagebuf_misc;
+
+static struct device *pagebuf_dev(void)
+{
+	return pagebuf_misc.this_device;
+}
+
+static void pagebuf_buf_describe(const struct pagebuf_buf *buf,
+				 struct pagebuf_buffer *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->id = buf->id;
+	out->order = buf->order;
+	out->flags = buf->flags;
+	out->phys_addr = page_to_phys(buf->pages);
+	if (buf->flags & PAGEBUF_BUF_DMA)
+		out->dma_addr = buf->dma_addr;
+	out->size = PAGE_SIZE << buf->order;
+}
+
+/* Called with pagebuf_lock held. */
+static void pagebuf_buf_destroy(struct pagebuf_buf *buf)
+{
+	xa_erase(&pagebuf_bufs, buf->id);
+	if (buf->flags & PAGEBUF_BUF_DMA)
+		dma_unmap_page(pagebuf_dev(), buf->dma_addr,
+			       PAGE_SIZE << buf->order, DMA_BIDIRECTIONAL);
+	__free_pages(buf->pages, buf->order);
+	pagebuf_pages_in_use -= 1UL << buf->order;
+	pagebuf_nr_buffers--;
+	kfree(buf);
+}
+
+/* Called with pagebuf_lock held. */
+static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
+					      struct file *owner)
+{
+	unsigned long nr_pages = 1UL << order;
+	struct pagebuf_buf *buf;
+	int ret;
+
+	if (nr_pages > pagebuf_max_pages - pagebuf_pages_in_use)
+		return ERR_PTR(-ENOMEM);
+
+	buf = kzalloc(sizeof(*buf), GFP_KERNEL);
+	if (!buf)
+		return ERR_PTR(-ENOMEM);
+	buf->order = order;
+	buf->flags = flags;
+	buf->owner = (flags & PAGEBUF_BUF_FILE_OWNED) ? owner : NULL;
+
+	/* Zeroed: the pages may have held another user's data. */
+	buf->pages = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
+	if (!buf->pages) {
+		ret = -ENOMEM;
+		goto err_free_buf;
+	}
+
+	if (flags & PAGEBUF_BUF_DMA) {
+		buf->dma_addr = dma_map_page(pagebuf_dev(), buf->pages, 0,
+					     PAGE_SIZE << order,
+					     DMA_BIDIRECTIONAL);
+		if (dma_mapping_error(pagebuf_dev(), buf->dma_addr)) {
+			ret = -EIO;
+			goto err_free_pages;
+		}
+	}
+
+	/* Cyclic ids: a stale id does not silently name a new buffer. */
+	ret = xa_alloc_cyclic(&pagebuf_bufs, &buf->id, buf,
+			      XA_LIMIT(1, U32_MAX), &pagebuf_next_id,
+			      GFP_KERNEL);
+	if (ret < 0)
+		goto err_unmap;
+
+	pagebuf_pages_in_use += nr_pages;
+	pagebuf_nr_buffers++;
+	return buf;
+
+err_unmap:
+	if (flags & PAGEBUF_BUF_DMA)
+		dma_unmap_page(pagebuf_dev(), buf->dma_addr, PAGE_SIZE << order,
+			       DMA_BIDIRECTIONAL);
+err_free_pages:
+	__free_pages(buf->pages, order);
+err_free_buf:
+	kfree(buf);
+	return ERR_PTR(ret);
+}
+
+/* Called with pagebuf_lock held. */
+static int pagebuf_buf_free(struct file *file, u32 id)
+{
+	struct pagebuf_buf *buf = xa_load(&pagebuf_bufs, id);
+
+	if (!buf)
+		return -ENOENT;
+	if (buf->owner && buf->owner != file)
+		return -EPERM;
+	pagebuf_buf_destroy(buf);
+	return 0;
+}
+
+static int pagebuf_ioctl_get_info(struct pagebuf_info *info)
+{
+	struct device *dev = pagebuf_dev();
+
+	memset(info, 0, sizeof(*info));
+	info->api_version = PAGEBUF_API_VERSION;
+	if (dev_is_dma_coherent(dev))
+		info->features |= PAGEBUF_FEAT_DMA_COHERENT;
+	info->page_size = PAGE_SIZE;
+	info->max_order = pagebuf_max_order;
+	info->max_pages = pagebuf_max_pages;
+	info->dma_mask = dma_get_mask(dev);
+
+	mutex_lock(&pagebuf_lock);
+	info->pages_in_use = pagebuf_pages_in_use;
+	info->nr_buffers = pagebuf_nr_buffers;
+	mutex_unlock(&pagebuf_lock);
+	return 0;
+}
+
+static int pagebuf_ioctl_alloc(struct file *file, struct pagebuf_buffer *req)
+{
+	struct pagebuf_buf *buf;
+
+	if (req->id || req->reserved || req->phys_addr || req->dma_addr ||
+	    req->size || (req->flags & ~PAGEBUF_BUF_FLAGS) ||
+	    req->order > pagebuf_max_order)
+		return -EINVAL;
+
+	mutex_lock(&pagebuf_lock);
+	buf = pagebuf_buf_create(req->order, req->flags, file);
+	if (!IS_ERR(buf))
+		pagebuf_buf_describe(buf, req);
+	mutex_unlock(&pagebuf_lock);
+
+	return PTR_ERR_OR_ZERO(buf);
+}
+
+static int pagebuf_ioctl_free(struct file *file, struct pagebuf_free *req)
+{
+	struct pagebuf_buf *buf;
+	unsigned long index;
+	int ret = 0;
+
+	if (req->reserved || req->count || (req->flags & ~PAGEBUF_FREE_FLAGS))
+		return -EINVAL;
+	if (!!(req->flags & PAGEBUF_FREE_ALL) == !!req->id)
+		return -EINVAL;
+
+	mutex_lock(&pagebuf_lock);
+	if (req->flags & PAGEBUF_FREE_ALL) {
+		xa_for_each(&pagebuf_bufs, index, buf) {
+			if (buf->owner && buf->owner != file)
+				continue;
+			pagebuf_buf_destroy(buf);
+			req->count++;
+		}
+	} else {
+		ret = pagebuf_buf_free(file, req->id);
+		if (!ret)
+			req->count = 1;
+	}
+	mutex_unlock(&pagebuf_lock);
+	return ret;
+}
+
+static int pagebuf_ioctl_buf_info(struct pagebuf_buffer *req)
+{
+	struct pagebuf_buf *buf;
+	int ret = 0;
+
+	if (!req->id || req->order || req->flags || req->reserved ||
+	    req->phys_addr || req->dma_addr || req->size)
+		return -EINVAL;
+
+	mutex_lock(&pagebuf_lock);
+	buf = xa_load(&pagebuf_bufs, req->id);
+	if (buf)
+		pagebuf_buf_describe(buf, req);
+	else
+		ret = -ENOENT;
+	mutex_unlock(&pagebuf_lock);
+	return ret;
+}
+
+/*
+ * The registry is copied to a kernel array under the lock and to userspace
+ * after it: a fault in copy_to_user() must not happen with pagebuf_lock held.
+ */
+static int pagebuf_ioctl_list(struct pagebuf_list *req)
+{
+	void __user *ubuf = u64_to_user_ptr(req->buffers);
+	size_t entry = sizeof(struct pagebuf_buffer);
+	struct pagebuf_buffer *snap = NULL;
+	struct pagebuf_buf *buf;
+	unsigned long index;
+	u32 i, n = 0;
+	int ret = 0;
+
+	if (req->count || req->total || req->entry_size < entry ||
+	    req->entry_size > PAGE_SIZE || (req->capacity && !req->buffers))
+		return -EINVAL;
+
+	if (req->capacity) {
+		/* Buffers hold at least a page each: this bounds the array. */
+		snap = kvcalloc(min_t(unsigned long, req->capacity,
+				      pagebuf_max_pages), entry, GFP_KERNEL);
+		if (!snap)
+			return -ENOMEM;
+	}
+
+	mutex_lock(&pagebuf_lock);
+	req->total = pagebuf_nr_buffers;
+	xa_for_each(&pagebuf_bufs, index, buf) {
+		if (n == req->capacity || n == pagebuf_max_pages)
+			break;
+		pagebuf_buf_describe(buf, &snap[n++]);
+	}
+	mutex_unlock(&pagebuf_lock);
+
+	for (i = 0; i < n; i++) {
+		void __user *dst = ubuf + (size_t)i * req->entry_size;
+
+		if (copy_to_user(dst, &snap[i], entry) ||
+		    clear_user(dst + entry, req->entry_size - entry)) {
+			ret = -EFAULT;
+			break;
+		}
+	}
+	req->count = n;
+	kvfree(snap);
+	return ret;
+}
+
+/*
+ * Map a caller's command to the kernel's: same type, number and direction,
+ * any size from the first version of the struct on (dma-heap's scheme).
+ */
+static unsigned int pagebuf_kernel_cmd(unsigned int ucmd)
+{
+	static const unsigned int cmds[] = {
+		PAGEBUF_IOC_GET_INFO,
+		PAGEBUF_IOC_ALLOC,
+		PAGEBUF_IOC_FREE,
+		PAGEBUF_IOC_BUF_INFO,
+		PAGEBUF_IOC_LIST,
+	};
+	unsigned int nr = _IOC_NR(ucmd);
+	unsigned int kcmd;
+
+	if (_IOC_TYPE(ucmd) != PAGEBUF_IOC_MAGIC || nr >= ARRAY_SIZE(cmds))
+		return 0;
+	kcmd = cmds[nr];
+	if (_IOC_DIR(ucmd) != _IOC_DIR(kcmd) ||
+	    _IOC_SIZE(ucmd) < _IOC_SIZE(kcmd))
+		return 0;
+	return kcmd;
+}
+
+static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
+			  unsigned long arg)
+{
+	void __user *uarg = (void __user *)arg;
+	union {
+		struct pagebuf_info info;
+		struct pagebuf_buffer buffer;
+		struct pagebuf_free free;
+		struct pagebuf_list list;
+	} data;
+	unsigned int kcmd = pagebuf_kernel_cmd(ucmd);
+	size_t usize = _IOC_SIZE(ucmd);
+	size_t ksize = _IOC_SIZE(kcmd);
+	int ret;
+
+	if (!kcmd)
+		return -ENOTTY;
+
+	memset(&data, 0, sizeof(data));
+	if (_IOC_DIR(kcmd) & _IOC_WRITE) {
+		/* Zero-fills a short struct, refuses a non-zero longer tail. */
+		ret = copy_struct_from_user(&data, ksize, uarg, usize);
+		if (ret)
+			return ret == -E2BIG ? -EINVAL : ret;
+	}
+
+	switch (kcmd) {
+	case PAGEBUF_IOC_GET_INFO:
+		ret = pagebuf_ioctl_get_info(&data.info);
+		break;
+	case PAGEBUF_IOC_ALLOC:
+		ret = pagebuf_ioctl_alloc(file, &data.buffer);
+		break;
+	case PAGEBUF_IOC_FREE:
+		ret = pagebuf_ioctl_free(file, &data.free);
+		break;
+	case PAGEBUF_IOC_BUF_INFO:
+		ret = pagebuf_ioctl_buf_info(&data.buffer);
+		break;
+	case PAGEBUF_IOC_LIST:
+		ret = pagebuf_ioctl_list(&data.list);
+		break;
+	default:
+		return -ENOTTY;
+	}
+	if (ret)
+		return ret;
+
+	if (copy_to_user(uarg, &data, ksize) ||
+	    clear_user(uarg + ksize, usize - ksize)) {
+		/* The caller never learnt the new buffer's id: take it back. */
+		if (kcmd == PAGEBUF_IOC_ALLOC) {
+			mutex_lock(&pagebuf_lock);
+			pagebuf_buf_free(file, data.buffer.id);
+			mutex_unlock(&pagebuf_lock);
+		}
+		return -EFAULT;
+	}
+	return 0;
+}
+
+static int pagebuf_open(struct inode *inode, struct file *file)
+{
+	if (!capable(CAP_SYS_RAWIO))
+		return -EPERM;
+	return 0;
+}
+
+static int pagebuf_release(struct inode *inode, struct file *file)
+{
+	struct pagebuf_buf *buf;
+	unsigned long index;
+
+	mutex_lock(&pagebuf_lock);
+	xa_for_each(&pagebuf_bufs, index, buf) {
+		if (buf->owner == file)
+			pagebuf_buf_destroy(buf);
+	}
+	mutex_unlock(&pagebuf_lock);
+	return 0;
+}
+
+static ssize_t version_show(struct device *dev, struct device_attribute *attr,
+			    char *page)
+{
+	return sysfs_emit(page, "%u\n", PAGEBUF_API_VERSION);
+}
+static DEVICE_ATTR_RO(version);
+
+static ssize_t max_order_show(struct device *dev,
+			      struct device_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%u\n", pagebuf_max_order);
+}
+static DEVICE_ATTR_RO(max_order);
+
+static ssize_t max_pages_show(struct device *dev,
+			      struct device_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%lu\n", pagebuf_max_pages);
+}
+static DEVICE_ATTR_RO(max_pages);
+
+static ssize_t pages_in_use_show(struct device *dev,
+				 struct device_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%lu\n", READ_ONCE(pagebuf_pages_in_use));
+}
+static DEVICE_ATTR_RO(pages_in_use);
+
+static ssize_t nr_buffers_show(struct device *dev,
+			       struct device_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(pagebuf_nr_buffers));
+}
+static DEVICE_ATTR_RO(nr_buffers);
+
+static struct attribute *pagebuf_attrs[] = {
+	&dev_attr_version.attr,
+	&dev_attr_max_order.attr,
+	&dev_attr_max_pages.attr,
+	&dev_attr_pages_in_use.attr,
+	&dev_attr_nr_buffers.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(pagebuf);
+
+static const struct file_operations pagebuf_fops = {
+	.owner = THIS_MODULE,
+	.open = pagebuf_open,
+	.release = pagebuf_release,
+	.unlocked_ioctl = pagebuf_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice pagebuf_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "pagebuf",
+	.fops = &pagebuf_fops,
+	.groups = pagebuf_groups,
+	.mode = 0600,
+};
+
+static int __init pagebuf_init(void)
+{
+	int ret;
+
+	if (pagebuf_max_order > PAGEBUF_MAX_PAGE_ORDER) {
+		pr_err("max_order=%u exceeds this kernel's largest order %u\n",
+		       pagebuf_max_order, PAGEBUF_MAX_PAGE_ORDER);
+		return -EINVAL;
+	}
+	if (!pagebuf_max_pages) {
+		pr_err("max_pages must be at least 1\n");
+		return -EINVAL;
+	}
+
+	ret = misc_register(&pagebuf_misc);
+	if (ret)
+		return ret;
+
+	/* A DMA-capable device for dma_map_page(), as udmabuf does. */
+	ret = dma_coerce_mask_and_coherent(pagebuf_dev(), DMA_BIT_MASK(64));
+	if (ret) {
+		dev_err(pagebuf_dev(), "cannot set a 64-bit DMA mask: %d\n",
+			ret);
+		goto err_deregister;
+	}
+	return 0;
+
+err_deregister:
+	misc_deregister(&pagebuf_misc);
+	return ret;
+}
+
+static void __exit pagebuf_exit(void)
+{
+	struct pagebuf_buf *buf;
+	unsigned long index;
+
+	/*
+	 * No file is open (each holds a module reference). Free what is left
+	 * while the device still exists: DMA unmapping needs it.
+	 */
+	mutex_lock(&pagebuf_lock);
+	xa_for_each(&pagebuf_bufs, index, buf)
+		pagebuf_buf_destroy(buf);
+	mutex_unlock(&pagebuf_lock);
+	xa_destroy(&pagebuf_bufs);
+	misc_deregister(&pagebuf_misc);
+}
+
+module_init(pagebuf_init);
+module_exit(pagebuf_exit);
+
+MODULE_DESCRIPTION("Physical page buffers for studying /dev/mem cache aliasing");
+MODULE_AUTHOR("pagebuf developers");
+MODULE_LICENSE("GPL");

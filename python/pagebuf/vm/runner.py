@@ -1,0 +1,114 @@
+"""Build the virtme-ng command line for a guest run and run it.
+
+The command line is data (a list), shown by --dry-run, never a shell string on the host.
+Inside the guest a short POSIX script loads the module, runs the user's command and
+reports kernel warnings; the guest command's exit status is the run's exit status
+(virtme-ng hands it back), and 125 means the harness itself failed inside the guest.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import VmError
+from .kernels import GuestKernel
+
+GUEST_SETUP_FAILED = 125
+
+# Kernel log lines that mean the kernel is unhappy (not the out-of-tree taint notice).
+KERNEL_TROUBLE = r"WARNING:|BUG:|Oops|general protection|Call Trace:|kernel BUG|UBSAN|KASAN"
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """Everything that shapes one guest run."""
+
+    kernel: GuestKernel
+    ko: Path | None
+    src_root: Path
+    bin_dir: Path
+    cpus: int = 2
+    memory: str = "2G"
+    insmod_args: tuple[str, ...] = field(default=())
+    cwd: Path = field(default_factory=Path.cwd)
+    append: tuple[str, ...] = field(default=())
+
+
+def write_wrapper(bin_dir: Path) -> None:
+    """A `pagebuf` on the guest's PATH that runs this source tree's package."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "pagebuf"
+    text = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m pagebuf.cli "$@"\n'
+    if not wrapper.exists() or wrapper.read_text() != text:
+        wrapper.write_text(text)
+        wrapper.chmod(0o755)
+
+
+def guest_script(cfg: VmConfig, command: str) -> str:
+    """The script the guest runs: environment, insmod, command, kernel-log check."""
+    q = shlex.quote
+    path = f"{cfg.bin_dir}:{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin"
+    env = {
+        "PATH": path,
+        "PYTHONPATH": str(cfg.src_root / "python"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PAGEBUF_SRC": str(cfg.src_root),
+        "PAGEBUF_IN_VM": "1",
+        "PAGEBUF_KERNEL": cfg.kernel.name,
+    }
+    if cfg.ko is not None:
+        env["PAGEBUF_KO"] = str(cfg.ko)
+    lines = [f"export {k}={q(v)}" for k, v in env.items()]
+    if cfg.ko is not None:
+        insmod = " ".join(q(a) for a in ("insmod", str(cfg.ko), *cfg.insmod_args))
+        lines.append(
+            f"{insmod} || {{ echo 'pagebuf-vm: insmod failed' >&2; exit {GUEST_SETUP_FAILED}; }}"
+        )
+    lines += [
+        f"cd {q(str(cfg.cwd))} || exit {GUEST_SETUP_FAILED}",
+        f"( {command}\n)",
+        "rc=$?",
+        f"if dmesg | grep -E {q(KERNEL_TROUBLE)} >&2; then",
+        "  echo 'pagebuf-vm: the guest kernel log shows the warnings above' >&2",
+        "fi",
+        "exit $rc",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def vng_command(cfg: VmConfig, command: str) -> list[str]:
+    """The host command that boots the guest and runs `command` in it."""
+    vng = shutil.which("vng") or str(Path(sys.executable).parent / "vng")
+    argv = [
+        vng,
+        "--run",
+        str(cfg.kernel.image),
+        "--disable-kvm",
+        "--cpus",
+        str(cfg.cpus),
+        "--memory",
+        cfg.memory,
+    ]
+    for arg in (*cfg.kernel.append, *cfg.append):
+        argv += ["--append", arg]
+    argv += ["--exec", guest_script(cfg, command)]
+    return argv
+
+
+def run_in_vm(cfg: VmConfig, command: str, *, dry_run: bool = False) -> int:
+    """Boot, run, return the guest command's exit status."""
+    argv = vng_command(cfg, command)
+    if dry_run:
+        print(shlex.join(argv))
+        return 0
+    if not Path(argv[0]).exists():
+        raise VmError("virtme-ng (vng) is not installed: run `make setup`")
+    # vng needs a terminal-less stdin to behave in CI.
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False, env=os.environ.copy())
+    return proc.returncode
