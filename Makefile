@@ -11,7 +11,10 @@ KERNEL ?= debian
 CMD ?= pagebuf status
 VMFLAGS ?=
 PYTHON ?= python3
-export KERNEL CMD
+export KERNEL
+
+# CMD reaches the shell exactly as typed: single-quoted, never expanded by make.
+shell_quote = '$(subst ','\'',$(1))'
 
 # The host packages the VM harness and the checks need.
 APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev kmod cpio \
@@ -38,13 +41,13 @@ $(SETUP_STAMP):
 	@if [ "$$(id -u)" = 0 ] && ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -q --no-install-recommends $(APT_PACKAGES); fi
-	$(PYTHON) -m pip install -q -e '.[test]'
+	$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[test]'
 	mkdir -p "$(dir $@)" && touch "$@"
 
 setup: $(SETUP_STAMP)
 
 vm: $(SETUP_STAMP)
-	@$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) "$$CMD"
+	@$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) $(call shell_quote,$(value CMD))
 
 test-host: $(SETUP_STAMP)
 	$(PYTHON) -m pytest -q tests/host

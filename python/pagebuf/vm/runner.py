@@ -44,7 +44,7 @@ def write_wrapper(bin_dir: Path) -> None:
     """A `pagebuf` on the guest's PATH that runs this source tree's package."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     wrapper = bin_dir / "pagebuf"
-    text = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m pagebuf.cli "$@"\n'
+    text = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m pagebuf "$@"\n'
     if not wrapper.exists() or wrapper.read_text() != text:
         wrapper.write_text(text)
         wrapper.chmod(0o755)

@@ -1,0 +1,76 @@
+"""Mirror of kmod/include/uapi/pagebuf.h: structs, flags and ioctl numbers.
+
+The C header is the single source of truth; tests/host/test_uapi.py compiles a program
+against it and checks every size, offset and number here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from ioctl_opt import IOR, IOWR
+
+API_VERSION = 1
+
+BUF_DMA = 0x1
+BUF_FILE_OWNED = 0x2
+BUF_FLAGS = BUF_DMA | BUF_FILE_OWNED
+
+FREE_ALL = 0x1
+FREE_FLAGS = FREE_ALL
+
+FEAT_DMA_COHERENT = 0x1
+
+IOC_MAGIC = 0xB8
+
+
+class PagebufInfo(ctypes.Structure):
+    _fields_ = [
+        ("api_version", ctypes.c_uint32),
+        ("features", ctypes.c_uint32),
+        ("page_size", ctypes.c_uint32),
+        ("max_order", ctypes.c_uint32),
+        ("max_pages", ctypes.c_uint64),
+        ("pages_in_use", ctypes.c_uint64),
+        ("nr_buffers", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("dma_mask", ctypes.c_uint64),
+    ]
+
+
+class PagebufBuffer(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("order", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("phys_addr", ctypes.c_uint64),
+        ("dma_addr", ctypes.c_uint64),
+        ("size", ctypes.c_uint64),
+    ]
+
+
+class PagebufFree(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("count", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class PagebufList(ctypes.Structure):
+    _fields_ = [
+        ("buffers", ctypes.c_uint64),
+        ("capacity", ctypes.c_uint32),
+        ("entry_size", ctypes.c_uint32),
+        ("count", ctypes.c_uint32),
+        ("total", ctypes.c_uint32),
+    ]
+
+
+IOC_GET_INFO = IOR(IOC_MAGIC, 0x00, PagebufInfo)
+IOC_ALLOC = IOWR(IOC_MAGIC, 0x01, PagebufBuffer)
+IOC_FREE = IOWR(IOC_MAGIC, 0x02, PagebufFree)
+IOC_BUF_INFO = IOWR(IOC_MAGIC, 0x03, PagebufBuffer)
+IOC_LIST = IOWR(IOC_MAGIC, 0x04, PagebufList)
