@@ -1,0 +1,124 @@
+"""The CLI's argument handling, error lines and output shapes (the device is faked here:
+these tests are about formatting; the module itself is tested in tests/vm)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from pagebuf import cli, device
+from pagebuf.device import Buffer, ModuleInfo
+
+DMA_BUF = Buffer(id=7, order=2, flags=0x1, phys_addr=0x3E58000, dma_addr=0x3E58000, size=16384)
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pagebuf", *argv], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["alloc"],
+        ["alloc", "--order", "x"],
+        ["alloc", "--order", "-1"],
+        ["free"],
+        ["free", "3", "--all"],
+        ["info", "0"],
+        ["info", "abc"],
+        ["bogus"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    proc = run_cli(*argv)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "usage: pagebuf" in proc.stderr
+
+
+def test_missing_device_exits_4_with_one_line(tmp_path: pytest.TempPathFactory) -> None:
+    proc = run_cli("--device", "/nonexistent/pagebuf", "list")
+    assert proc.returncode == 4
+    assert proc.stderr.startswith("pagebuf: pagebuf module not loaded: run `sudo insmod")
+    assert len(proc.stderr.splitlines()) == 1
+
+
+class FakeDevice:
+    """Stands in for /dev/pagebuf so output formatting can be checked on any host."""
+
+    freed: list[int] = []
+
+    def __init__(self, path: object = None) -> None:
+        pass
+
+    def __enter__(self) -> FakeDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+        return DMA_BUF if dma else Buffer(7, order, 0, 0x3E58000, None, 4096 << order)
+
+    def buffers(self) -> list[Buffer]:
+        return [DMA_BUF]
+
+    def buffer(self, buf_id: int) -> Buffer:
+        from pagebuf.errors import NoSuchBufferError
+
+        if buf_id != 7:
+            raise NoSuchBufferError(f"buffer {buf_id}: no such buffer", 2)
+        return DMA_BUF
+
+    def free(self, buf_id: int) -> None:
+        self.freed.append(buf_id)
+
+    def info(self) -> ModuleInfo:
+        return ModuleInfo(1, 1, 4096, 10, 32768, 4, 1, 2**64 - 1)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeDevice]]:
+    monkeypatch.setattr(cli, "Device", FakeDevice)
+    FakeDevice.freed = []
+    yield FakeDevice
+    assert device.Device is not FakeDevice
+
+
+def test_alloc_json_is_one_object(fake: type[FakeDevice], capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["alloc", "--order", "2", "--dma", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["phys_addr"] == 0x3E58000 and obj["phys_addr_hex"] == "0x3e58000"
+    assert obj["dma_addr"] == 0x3E58000 and obj["size"] == 16384 and obj["pages"] == 4
+
+
+def test_alloc_human_shows_dma_only_when_mapped(
+    fake: type[FakeDevice], capsys: pytest.CaptureFixture
+) -> None:
+    cli.main(["alloc", "--order", "1"])
+    plain = capsys.readouterr().out
+    assert "phys_addr  0x0000000003e58000" in plain and "dma_addr" not in plain
+    cli.main(["alloc", "--order", "2", "--dma"])
+    assert "dma_addr   0x0000000003e58000" in capsys.readouterr().out
+
+
+def test_list_and_info(fake: type[FakeDevice], capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["list", "--json"]) == 0
+    assert [b["id"] for b in json.loads(capsys.readouterr().out)] == [7]
+    assert cli.main(["info", "8"]) == 6
+    assert capsys.readouterr().err == "pagebuf: buffer 8: no such buffer\n"
+    assert cli.main(["free", "0x7"]) == 0
+    assert fake.freed == [7]
+
+
+def test_status(fake: type[FakeDevice], capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["status", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["max_order"] == 10 and obj["dma_coherent"] is True

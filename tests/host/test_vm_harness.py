@@ -1,0 +1,89 @@
+"""The VM harness builds its QEMU/vng command as data; check it without booting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pagebuf.vm import GuestKernel, VmConfig, VmError, resolve_kernel, vng_command
+from pagebuf.vm.kernels import debian_kernel
+from pagebuf.vm.runner import guest_script
+
+KERNEL = GuestKernel("debian", Path("/boot/vmlinuz-x"), Path("/kdir"), "6.1.0-x", ("nopat",))
+
+
+def config(tmp_path: Path, **kw: object) -> VmConfig:
+    return VmConfig(
+        kernel=KERNEL,
+        ko=tmp_path / "pagebuf.ko",
+        src_root=Path("/src"),
+        bin_dir=tmp_path / "bin",
+        cwd=Path("/work dir"),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_command_is_a_list_with_the_kernel_and_no_kvm(tmp_path: Path) -> None:
+    argv = vng_command(config(tmp_path, cpus=3, memory="1G", append=("quiet",)), "true")
+    assert argv[1:3] == ["--run", "/boot/vmlinuz-x"]
+    assert "--disable-kvm" in argv
+    assert argv[argv.index("--cpus") + 1] == "3"
+    assert argv[argv.index("--memory") + 1] == "1G"
+    appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    assert appended == ["nopat", "quiet"]
+    assert argv[-2] == "--exec"
+
+
+def test_guest_script_runs_the_command_verbatim_and_keeps_its_status(tmp_path: Path) -> None:
+    cfg = config(tmp_path, insmod_args=("max_order=3",))
+    script = guest_script(cfg, 'echo "it\'s $HOME"; exit 7')
+    assert f"insmod {tmp_path}/pagebuf.ko max_order=3 ||" in script
+    assert "cd '/work dir'" in script
+    assert '( echo "it\'s $HOME"; exit 7\n)' in script
+    assert script.rstrip().endswith("exit $rc")
+    # Run it in a host shell with insmod and dmesg stubbed: the status comes through.
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("insmod", "dmesg"):
+        (stubs / name).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / name).chmod(0o755)
+    script = script.replace("cd '/work dir'", f"cd {tmp_path}")
+    script = script.replace("export PATH=", f"export PATH={stubs}:", 1)
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 7
+    assert proc.stdout.startswith("it's ")
+
+
+def test_debian_kernel_picks_newest_with_headers(tmp_path: Path) -> None:
+    boot, mods = tmp_path / "boot", tmp_path / "modules"
+    boot.mkdir()
+    for rel, headers in [
+        ("6.1.0-9-amd64", True),
+        ("6.1.0-10-amd64", True),
+        ("6.1.0-11-amd64", False),
+    ]:
+        (boot / f"vmlinuz-{rel}").write_text("")
+        if headers:
+            (mods / rel / "build").mkdir(parents=True)
+    k = debian_kernel(boot, mods)
+    assert k.release == "6.1.0-10-amd64" and k.name == "debian"
+
+
+def test_unknown_kernel_is_a_clear_error() -> None:
+    with pytest.raises(VmError, match="unknown guest kernel"):
+        resolve_kernel("/no/such/kernel")
+
+
+def test_dry_run_prints_the_command() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pagebuf.vm", "--no-module", "--dry-run", "uname -r"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode == 125 and "no Debian kernel" in proc.stderr:
+        pytest.skip("no Debian kernel installed here: run `make setup`")
+    assert proc.returncode == 0, proc.stderr
+    assert "--disable-kvm" in proc.stdout and "uname -r" in proc.stdout
