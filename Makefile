@@ -23,7 +23,12 @@ APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev kmod cpio \
 SETUP_STAMP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf/setup-$(shell \
 	cat pyproject.toml Makefile | md5sum | cut -c1-12)
 
-.PHONY: all modules clean setup vm test test-host test-vm check
+KERNELS ?= debian custom
+CACHE := $(or $(PAGEBUF_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf)
+CHECKPATCH := $(CACHE)/checkpatch/linux-source-6.12/scripts/checkpatch.pl
+DEBIAN_KDIR = $(lastword $(sort $(wildcard /lib/modules/*-amd64/build)))
+
+.PHONY: all modules clean setup kernel vm test test-host test-vm check
 
 all: modules
 
@@ -46,6 +51,10 @@ $(SETUP_STAMP):
 
 setup: $(SETUP_STAMP)
 
+# The test kernel without STRICT_DEVMEM, built once and cached (python/pagebuf/vm/kbuild.py).
+kernel: $(SETUP_STAMP)
+	$(PYTHON) -m pagebuf.vm.kbuild
+
 vm: $(SETUP_STAMP)
 	@$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) $(call shell_quote,$(value CMD))
 
@@ -56,8 +65,24 @@ test-vm: $(SETUP_STAMP)
 	$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) \
 		"$(PYTHON) -m pytest -q -p no:cacheprovider tests/vm"
 
-test: test-host test-vm
+# The whole suite: static checks, host tests, then the in-VM suite on every kernel.
+test: check test-host
+	@for k in $(KERNELS); do \
+		echo "== in-VM suite on the $$k kernel"; \
+		$(MAKE) --no-print-directory test-vm KERNEL=$$k || exit 1; \
+	done
 
-check:
-	perl $(CHECKPATCH) --no-tree --strict -f kmod/*.c kmod/*.h kmod/include/uapi/*.h
+$(CHECKPATCH): | $(SETUP_STAMP)
+	mkdir -p "$(CACHE)/checkpatch"
+	tar -C "$(CACHE)/checkpatch" -xJf /usr/src/linux-source-6.12.tar.xz \
+		linux-source-6.12/scripts/checkpatch.pl linux-source-6.12/scripts/spelling.txt \
+		linux-source-6.12/scripts/const_structs.checkpatch
+
+# checkpatch --strict, sparse (against Debian's headers) and ruff must all be silent.
+check: $(CHECKPATCH)
+	perl $(CHECKPATCH) --no-tree --strict --quiet -f kmod/*.c kmod/include/uapi/*.h
+	@rm -rf "$(CACHE)/sparse" && mkdir -p "$(CACHE)/sparse" && cp -r Kbuild kmod "$(CACHE)/sparse/"
+	@$(MAKE) -s -C "$(DEBIAN_KDIR)" M="$(CACHE)/sparse" C=2 W=1 modules 2>&1 \
+		| tee "$(CACHE)/sparse/log"; ! grep -E "warning|error" "$(CACHE)/sparse/log"
 	ruff check python tests
+	ruff format --check python tests

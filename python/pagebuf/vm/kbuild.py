@@ -123,3 +123,20 @@ def custom_kernel(cache: Path, *, build: bool = True, jobs: int | None = None) -
         release=kernel.release,
         append=BOOT_APPEND,
     )
+
+
+def main() -> int:
+    """`make kernel`: build (or find) the cached test kernel and print its tree."""
+    from .paths import cache_root
+
+    try:
+        kernel = custom_kernel(cache_root())
+    except VmError as exc:
+        print(f"pagebuf-vm: {exc}", file=sys.stderr)
+        return 125
+    print(kernel.kdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,10 +52,15 @@ def tree_kernel(tree: Path) -> GuestKernel:
 
 
 def resolve_kernel(spec: str) -> GuestKernel:
-    """Turn KERNEL=... into a kernel: `debian` or the path of a built kernel tree."""
+    """Turn KERNEL=... into a kernel: `debian`, `custom` or a built kernel tree's path."""
     if spec in ("", "debian"):
         return debian_kernel()
+    if spec == "custom":
+        from .kbuild import custom_kernel  # builds it on first use
+        from .paths import cache_root
+
+        return custom_kernel(cache_root())
     path = Path(spec)
     if path.is_dir():
         return tree_kernel(path)
-    raise VmError(f"unknown guest kernel {spec!r}: use `debian` or a built kernel tree")
+    raise VmError(f"unknown guest kernel {spec!r}: use `debian`, `custom` or a built kernel tree")
