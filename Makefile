@@ -12,6 +12,8 @@ CMD ?= pagebuf status
 VMFLAGS ?=
 PYTHON ?= python3
 export KERNEL
+# This tree's package, whatever `pip install -e` last pointed at.
+export PYTHONPATH := $(CURDIR)/python
 
 # CMD reaches the shell exactly as typed: single-quoted, never expanded by make.
 shell_quote = '$(subst ','\'',$(1))'

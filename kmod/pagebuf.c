@@ -11,16 +11,19 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/capability.h>
+#include <linux/crc32.h>
 #include <linux/dma-map-ops.h>
 #include <linux/dma-mapping.h>
 #include <linux/fs.h>
 #include <linux/log2.h>
 #include <linux/gfp.h>
+#include <linux/kref.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mmzone.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/xarray.h>
@@ -51,8 +54,11 @@ MODULE_PARM_DESC(max_pages, "Most pages all buffers may hold together (default 3
  * @dma_addr: DMA address when PAGEBUF_BUF_DMA is set
  * @owner:    the file whose release frees this buffer, or NULL when the
  *            buffer belongs to the module and lives until freed or rmmod
+ * @ref:      one reference for the registry, one per mapping and per
+ *            ioctl in flight: the pages outlive a FREE while still mapped
  */
 struct pagebuf_buf {
+	struct kref ref;
 	u32 id;
 	unsigned int order;
 	u32 flags;
@@ -65,8 +71,17 @@ struct pagebuf_buf {
 static DEFINE_MUTEX(pagebuf_lock);
 static DEFINE_XARRAY_ALLOC1(pagebuf_bufs);
 static u32 pagebuf_next_id;
-static unsigned long pagebuf_pages_in_use;
+/* Pages stay in use until the last mapping of a freed buffer goes. */
+static atomic_long_t pagebuf_pages_in_use = ATOMIC_LONG_INIT(0);
 static unsigned int pagebuf_nr_buffers;
+
+/**
+ * struct pagebuf_file - per-open-file state
+ * @caching: PAGEBUF_CACHING_* for this file's later mmap()s
+ */
+struct pagebuf_file {
+	u32 caching;
+};
 
 static struct miscdevice pagebuf_misc;
 
@@ -88,17 +103,66 @@ static void pagebuf_buf_describe(const struct pagebuf_buf *buf,
 	out->size = PAGE_SIZE << buf->order;
 }
 
-/* Called with pagebuf_lock held. */
-static void pagebuf_buf_destroy(struct pagebuf_buf *buf)
+/*
+ * Buffers are split into order-0 pages, each with its own reference count,
+ * so that mmap() can insert them as ordinary pages: /proc/self/pagemap then
+ * shows their PFNs, which it does not for a VM_PFNMAP mapping.
+ */
+static struct page *pagebuf_alloc_pages(unsigned int order)
 {
-	xa_erase(&pagebuf_bufs, buf->id);
+	/* Zeroed: the pages may have held another user's data. */
+	struct page *pages = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN,
+					 order);
+
+	if (pages)
+		split_page(pages, order);
+	return pages;
+}
+
+static void pagebuf_free_pages(struct page *pages, unsigned int order)
+{
+	unsigned long i;
+
+	for (i = 0; i < 1UL << order; i++)
+		__free_page(pages + i);
+}
+
+static void pagebuf_buf_release(struct kref *ref)
+{
+	struct pagebuf_buf *buf = container_of(ref, struct pagebuf_buf, ref);
+
 	if (buf->flags & PAGEBUF_BUF_DMA)
 		dma_unmap_page(pagebuf_dev(), buf->dma_addr,
 			       PAGE_SIZE << buf->order, DMA_BIDIRECTIONAL);
-	__free_pages(buf->pages, buf->order);
-	pagebuf_pages_in_use -= 1UL << buf->order;
-	pagebuf_nr_buffers--;
+	pagebuf_free_pages(buf->pages, buf->order);
+	atomic_long_sub(1UL << buf->order, &pagebuf_pages_in_use);
 	kfree(buf);
+}
+
+static void pagebuf_buf_put(struct pagebuf_buf *buf)
+{
+	kref_put(&buf->ref, pagebuf_buf_release);
+}
+
+/* Take a buffer out of the registry; called with pagebuf_lock held. */
+static void pagebuf_buf_destroy(struct pagebuf_buf *buf)
+{
+	xa_erase(&pagebuf_bufs, buf->id);
+	pagebuf_nr_buffers--;
+	pagebuf_buf_put(buf);
+}
+
+/* Look a buffer up and take a reference: the caller puts it. */
+static struct pagebuf_buf *pagebuf_buf_get(u32 id)
+{
+	struct pagebuf_buf *buf;
+
+	mutex_lock(&pagebuf_lock);
+	buf = xa_load(&pagebuf_bufs, id);
+	if (buf)
+		kref_get(&buf->ref);
+	mutex_unlock(&pagebuf_lock);
+	return buf;
 }
 
 /* Called with pagebuf_lock held. */
@@ -109,18 +173,18 @@ static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
 	struct pagebuf_buf *buf;
 	int ret;
 
-	if (nr_pages > pagebuf_max_pages - pagebuf_pages_in_use)
+	if (nr_pages > pagebuf_max_pages - atomic_long_read(&pagebuf_pages_in_use))
 		return ERR_PTR(-ENOMEM);
 
 	buf = kzalloc(sizeof(*buf), GFP_KERNEL);
 	if (!buf)
 		return ERR_PTR(-ENOMEM);
+	kref_init(&buf->ref);
 	buf->order = order;
 	buf->flags = flags;
 	buf->owner = (flags & PAGEBUF_BUF_FILE_OWNED) ? owner : NULL;
 
-	/* Zeroed: the pages may have held another user's data. */
-	buf->pages = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN, order);
+	buf->pages = pagebuf_alloc_pages(order);
 	if (!buf->pages) {
 		ret = -ENOMEM;
 		goto err_free_buf;
@@ -143,7 +207,7 @@ static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
 	if (ret < 0)
 		goto err_unmap;
 
-	pagebuf_pages_in_use += nr_pages;
+	atomic_long_add(nr_pages, &pagebuf_pages_in_use);
 	pagebuf_nr_buffers++;
 	return buf;
 
@@ -152,7 +216,7 @@ err_unmap:
 		dma_unmap_page(pagebuf_dev(), buf->dma_addr, PAGE_SIZE << order,
 			       DMA_BIDIRECTIONAL);
 err_free_pages:
-	__free_pages(buf->pages, order);
+	pagebuf_free_pages(buf->pages, order);
 err_free_buf:
 	kfree(buf);
 	return ERR_PTR(ret);
@@ -185,7 +249,7 @@ static int pagebuf_ioctl_get_info(struct pagebuf_info *info)
 	info->dma_mask = dma_get_mask(dev);
 
 	mutex_lock(&pagebuf_lock);
-	info->pages_in_use = pagebuf_pages_in_use;
+	info->pages_in_use = atomic_long_read(&pagebuf_pages_in_use);
 	info->nr_buffers = pagebuf_nr_buffers;
 	mutex_unlock(&pagebuf_lock);
 	return 0;
@@ -305,6 +369,112 @@ static int pagebuf_ioctl_list(struct pagebuf_list *req)
 	return ret;
 }
 
+static int pagebuf_ioctl_set_caching(struct file *file,
+				     struct pagebuf_caching *req)
+{
+	struct pagebuf_file *pf = file->private_data;
+
+	if (req->reserved || req->mode > PAGEBUF_CACHING_WC)
+		return -EINVAL;
+	WRITE_ONCE(pf->caching, req->mode);
+	return 0;
+}
+
+/* Is [offset, offset + length) inside the buffer? Overflow-safe. */
+static bool pagebuf_range_ok(const struct pagebuf_buf *buf, u64 offset,
+			     u64 length)
+{
+	u64 size = PAGE_SIZE << buf->order;
+
+	return offset <= size && length <= size - offset;
+}
+
+/* Largest piece copied or summed between two chances to reschedule. */
+#define PAGEBUF_CHUNK	SZ_1M
+
+/*
+ * KREAD, KWRITE and KCHECKSUM touch the buffer through the kernel's cached
+ * linear mapping: the other side of the alias that /dev/mem and uncached
+ * mmap()s of /dev/pagebuf give userspace.
+ */
+static int pagebuf_ioctl_kaccess(unsigned int cmd, struct pagebuf_kaccess *req)
+{
+	void __user *udata = u64_to_user_ptr(req->data);
+	bool checksum = cmd == PAGEBUF_IOC_KCHECKSUM;
+	struct pagebuf_buf *buf;
+	u64 done, n;
+	u32 crc = ~0U;
+	void *kaddr;
+	int ret = 0;
+
+	if (req->flags || req->reserved || req->checksum ||
+	    checksum != !req->data)
+		return -EINVAL;
+
+	buf = pagebuf_buf_get(req->id);
+	if (!buf)
+		return -ENOENT;
+	if (!pagebuf_range_ok(buf, req->offset, req->length)) {
+		ret = -EINVAL;
+		goto out_put;
+	}
+
+	kaddr = page_address(buf->pages) + req->offset;
+	for (done = 0; done < req->length; done += n) {
+		n = min_t(u64, req->length - done, PAGEBUF_CHUNK);
+		if (cmd == PAGEBUF_IOC_KREAD)
+			ret = copy_to_user(udata + done, kaddr + done, n);
+		else if (cmd == PAGEBUF_IOC_KWRITE)
+			ret = copy_from_user(kaddr + done, udata + done, n);
+		else
+			crc = crc32_le(crc, kaddr + done, n);
+		if (ret) {
+			ret = -EFAULT;
+			goto out_put;
+		}
+		cond_resched();
+	}
+	if (checksum)
+		req->checksum = ~crc;
+out_put:
+	pagebuf_buf_put(buf);
+	return ret;
+}
+
+/* The streaming-DMA ownership hand-over, on request, for a mapped buffer. */
+static int pagebuf_ioctl_sync(struct pagebuf_sync *req)
+{
+	struct pagebuf_buf *buf;
+	u64 length;
+	int ret = 0;
+
+	if (req->direction != PAGEBUF_SYNC_FOR_CPU &&
+	    req->direction != PAGEBUF_SYNC_FOR_DEVICE)
+		return -EINVAL;
+
+	buf = pagebuf_buf_get(req->id);
+	if (!buf)
+		return -ENOENT;
+	length = req->length ?: (PAGE_SIZE << buf->order) - req->offset;
+	if (!(buf->flags & PAGEBUF_BUF_DMA) ||
+	    !pagebuf_range_ok(buf, req->offset, length) || !length) {
+		ret = -EINVAL;
+		goto out_put;
+	}
+
+	if (req->direction == PAGEBUF_SYNC_FOR_CPU)
+		dma_sync_single_range_for_cpu(pagebuf_dev(), buf->dma_addr,
+					      req->offset, length,
+					      DMA_BIDIRECTIONAL);
+	else
+		dma_sync_single_range_for_device(pagebuf_dev(), buf->dma_addr,
+						 req->offset, length,
+						 DMA_BIDIRECTIONAL);
+out_put:
+	pagebuf_buf_put(buf);
+	return ret;
+}
+
 /*
  * Map a caller's command to the kernel's: same type, number and direction,
  * any size from the first version of the struct on (dma-heap's scheme).
@@ -317,6 +487,11 @@ static unsigned int pagebuf_kernel_cmd(unsigned int ucmd)
 		PAGEBUF_IOC_FREE,
 		PAGEBUF_IOC_BUF_INFO,
 		PAGEBUF_IOC_LIST,
+		PAGEBUF_IOC_SET_CACHING,
+		PAGEBUF_IOC_KREAD,
+		PAGEBUF_IOC_KWRITE,
+		PAGEBUF_IOC_KCHECKSUM,
+		PAGEBUF_IOC_SYNC,
 	};
 	unsigned int nr = _IOC_NR(ucmd);
 	unsigned int kcmd;
@@ -339,6 +514,9 @@ static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
 		struct pagebuf_buffer buffer;
 		struct pagebuf_free free;
 		struct pagebuf_list list;
+		struct pagebuf_caching caching;
+		struct pagebuf_kaccess kaccess;
+		struct pagebuf_sync sync;
 	} data;
 	unsigned int kcmd = pagebuf_kernel_cmd(ucmd);
 	size_t usize = _IOC_SIZE(ucmd);
@@ -372,10 +550,21 @@ static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
 	case PAGEBUF_IOC_LIST:
 		ret = pagebuf_ioctl_list(&data.list);
 		break;
+	case PAGEBUF_IOC_SET_CACHING:
+		ret = pagebuf_ioctl_set_caching(file, &data.caching);
+		break;
+	case PAGEBUF_IOC_KREAD:
+	case PAGEBUF_IOC_KWRITE:
+	case PAGEBUF_IOC_KCHECKSUM:
+		ret = pagebuf_ioctl_kaccess(kcmd, &data.kaccess);
+		break;
+	case PAGEBUF_IOC_SYNC:
+		ret = pagebuf_ioctl_sync(&data.sync);
+		break;
 	default:
 		return -ENOTTY;
 	}
-	if (ret)
+	if (ret || !(_IOC_DIR(kcmd) & _IOC_READ))
 		return ret;
 
 	if (copy_to_user(uarg, &data, ksize) ||
@@ -391,10 +580,108 @@ static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
 	return 0;
 }
 
+static void pagebuf_vm_open(struct vm_area_struct *vma)
+{
+	struct pagebuf_buf *buf = vma->vm_private_data;
+
+	kref_get(&buf->ref);
+}
+
+static void pagebuf_vm_close(struct vm_area_struct *vma)
+{
+	pagebuf_buf_put(vma->vm_private_data);
+}
+
+static const struct vm_operations_struct pagebuf_vm_ops = {
+	.open = pagebuf_vm_open,
+	.close = pagebuf_vm_close,
+};
+
+/* The buffer holding [phys, phys + len), with a reference, or NULL. */
+static struct pagebuf_buf *pagebuf_buf_find(phys_addr_t phys, size_t len)
+{
+	struct pagebuf_buf *buf, *found = NULL;
+	unsigned long index;
+	phys_addr_t start;
+
+	mutex_lock(&pagebuf_lock);
+	xa_for_each(&pagebuf_bufs, index, buf) {
+		start = page_to_phys(buf->pages);
+		if (phys >= start && len <= PAGE_SIZE << buf->order &&
+		    phys - start <= (PAGE_SIZE << buf->order) - len) {
+			kref_get(&buf->ref);
+			found = buf;
+			break;
+		}
+	}
+	mutex_unlock(&pagebuf_lock);
+	return found;
+}
+
+/*
+ * mmap() takes the physical address as its offset, as /dev/mem does, but
+ * maps only pages inside one pagebuf buffer. The mapping holds a reference,
+ * so the pages stay allocated until it goes even if the buffer is freed.
+ */
+static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct pagebuf_file *pf = file->private_data;
+	size_t len = vma->vm_end - vma->vm_start;
+	phys_addr_t phys = (phys_addr_t)vma->vm_pgoff << PAGE_SHIFT;
+	struct pagebuf_buf *buf;
+	struct page *page;
+	unsigned long addr;
+	pgprot_t prot;
+	int ret;
+
+	if ((phys >> PAGE_SHIFT) != vma->vm_pgoff)
+		return -EINVAL;
+	buf = pagebuf_buf_find(phys, len);
+	if (!buf)
+		return -EINVAL;
+
+	switch (READ_ONCE(pf->caching)) {
+	case PAGEBUF_CACHING_UC:
+		prot = pgprot_noncached(vma->vm_page_prot);
+		break;
+	case PAGEBUF_CACHING_WC:
+		prot = pgprot_writecombine(vma->vm_page_prot);
+		break;
+	case PAGEBUF_CACHING_WB:
+		prot = vma->vm_page_prot;
+		break;
+	default:
+		prot = (file->f_flags & O_DSYNC) ?
+			pgprot_noncached(vma->vm_page_prot) : vma->vm_page_prot;
+		break;
+	}
+	vma->vm_page_prot = prot;
+
+	page = buf->pages + ((phys - page_to_phys(buf->pages)) >> PAGE_SHIFT);
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE) {
+		ret = vm_insert_page(vma, addr, page++);
+		if (ret) {
+			/* The caller unmaps what was inserted; no ->close. */
+			pagebuf_buf_put(buf);
+			return ret;
+		}
+	}
+	/* From here on the VMA holds the reference taken by the lookup. */
+	vma->vm_private_data = buf;
+	vma->vm_ops = &pagebuf_vm_ops;
+	return 0;
+}
+
 static int pagebuf_open(struct inode *inode, struct file *file)
 {
+	struct pagebuf_file *pf;
+
 	if (!capable(CAP_SYS_RAWIO))
 		return -EPERM;
+	pf = kzalloc(sizeof(*pf), GFP_KERNEL);
+	if (!pf)
+		return -ENOMEM;
+	file->private_data = pf;
 	return 0;
 }
 
@@ -409,6 +696,7 @@ static int pagebuf_release(struct inode *inode, struct file *file)
 			pagebuf_buf_destroy(buf);
 	}
 	mutex_unlock(&pagebuf_lock);
+	kfree(file->private_data);
 	return 0;
 }
 
@@ -436,7 +724,7 @@ static DEVICE_ATTR_RO(max_pages);
 static ssize_t pages_in_use_show(struct device *dev,
 				 struct device_attribute *attr, char *page)
 {
-	return sysfs_emit(page, "%lu\n", READ_ONCE(pagebuf_pages_in_use));
+	return sysfs_emit(page, "%ld\n", atomic_long_read(&pagebuf_pages_in_use));
 }
 static DEVICE_ATTR_RO(pages_in_use);
 
@@ -463,6 +751,7 @@ static const struct file_operations pagebuf_fops = {
 	.release = pagebuf_release,
 	.unlocked_ioctl = pagebuf_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
+	.mmap = pagebuf_mmap,
 	.llseek = noop_llseek,
 };
 

@@ -185,6 +185,43 @@ class Device:
                 return [Buffer.from_struct(array[i]) for i in range(s.count)]
             capacity = s.total + 8  # the registry may grow between calls
 
+    def set_caching(self, mode: int) -> None:
+        """Caching attribute of this file's later mmap()s (uapi.CACHING_*)."""
+        s = uapi.PagebufCaching(mode=mode)
+        self.ioctl(uapi.IOC_SET_CACHING, s, f"set caching mode {mode}")
+
+    def kread(self, buf_id: int, offset: int, length: int) -> bytes:
+        """Read through the kernel's own cached linear mapping of the buffer."""
+        out = ctypes.create_string_buffer(length)
+        self._kaccess(uapi.IOC_KREAD, buf_id, offset, length, ctypes.addressof(out), "kread")
+        return out.raw
+
+    def kwrite(self, buf_id: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write through the kernel's own cached linear mapping of the buffer."""
+        src = (ctypes.c_char * len(data)).from_buffer_copy(data)
+        self._kaccess(uapi.IOC_KWRITE, buf_id, offset, len(data), ctypes.addressof(src), "kwrite")
+
+    def kchecksum(self, buf_id: int, offset: int = 0, length: int | None = None) -> int:
+        """zlib.crc32 of the range as the kernel's cached mapping sees it."""
+        if length is None:
+            length = self.buffer(buf_id).size - offset
+        s = self._kaccess(uapi.IOC_KCHECKSUM, buf_id, offset, length, 0, "kchecksum")
+        return int(s.checksum)
+
+    def sync(self, buf_id: int, direction: int, offset: int = 0, length: int = 0) -> None:
+        """dma_sync_single_range_for_cpu/_for_device (uapi.SYNC_*) on a DMA-mapped buffer."""
+        self._check_id(buf_id)
+        s = uapi.PagebufSync(id=buf_id, direction=direction, offset=offset, length=length)
+        self.ioctl(uapi.IOC_SYNC, s, f"sync buffer {buf_id}")
+
+    def _kaccess(
+        self, request: int, buf_id: int, offset: int, length: int, data: int, verb: str
+    ) -> uapi.PagebufKaccess:
+        self._check_id(buf_id)
+        s = uapi.PagebufKaccess(id=buf_id, offset=offset, length=length, data=data)
+        self.ioctl(request, s, f"{verb} buffer {buf_id} [{offset:#x}+{length:#x}]")
+        return s
+
     @staticmethod
     def _check_id(buf_id: int) -> None:
         if not 0 < buf_id < 2**32:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes
 
-from ioctl_opt import IOR, IOWR
+from ioctl_opt import IOR, IOW, IOWR
 
 API_VERSION = 1
 
@@ -18,6 +18,14 @@ BUF_FLAGS = BUF_DMA | BUF_FILE_OWNED
 
 FREE_ALL = 0x1
 FREE_FLAGS = FREE_ALL
+
+CACHING_DEFAULT = 0
+CACHING_WB = 1
+CACHING_UC = 2
+CACHING_WC = 3
+
+SYNC_FOR_CPU = 1
+SYNC_FOR_DEVICE = 2
 
 FEAT_DMA_COHERENT = 0x1
 
@@ -69,8 +77,38 @@ class PagebufList(ctypes.Structure):
     ]
 
 
+class PagebufCaching(ctypes.Structure):
+    _fields_ = [("mode", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+class PagebufKaccess(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("offset", ctypes.c_uint64),
+        ("length", ctypes.c_uint64),
+        ("data", ctypes.c_uint64),
+        ("checksum", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class PagebufSync(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("direction", ctypes.c_uint32),
+        ("offset", ctypes.c_uint64),
+        ("length", ctypes.c_uint64),
+    ]
+
+
 IOC_GET_INFO = IOR(IOC_MAGIC, 0x00, PagebufInfo)
 IOC_ALLOC = IOWR(IOC_MAGIC, 0x01, PagebufBuffer)
 IOC_FREE = IOWR(IOC_MAGIC, 0x02, PagebufFree)
 IOC_BUF_INFO = IOWR(IOC_MAGIC, 0x03, PagebufBuffer)
 IOC_LIST = IOWR(IOC_MAGIC, 0x04, PagebufList)
+IOC_SET_CACHING = IOW(IOC_MAGIC, 0x05, PagebufCaching)
+IOC_KREAD = IOWR(IOC_MAGIC, 0x06, PagebufKaccess)
+IOC_KWRITE = IOWR(IOC_MAGIC, 0x07, PagebufKaccess)
+IOC_KCHECKSUM = IOWR(IOC_MAGIC, 0x08, PagebufKaccess)
+IOC_SYNC = IOW(IOC_MAGIC, 0x09, PagebufSync)

@@ -17,6 +17,9 @@ STRUCTS = {
     "pagebuf_buffer": uapi.PagebufBuffer,
     "pagebuf_free": uapi.PagebufFree,
     "pagebuf_list": uapi.PagebufList,
+    "pagebuf_caching": uapi.PagebufCaching,
+    "pagebuf_kaccess": uapi.PagebufKaccess,
+    "pagebuf_sync": uapi.PagebufSync,
 }
 CONSTANTS = {
     "PAGEBUF_API_VERSION": uapi.API_VERSION,
@@ -26,12 +29,23 @@ CONSTANTS = {
     "PAGEBUF_FREE_ALL": uapi.FREE_ALL,
     "PAGEBUF_FREE_FLAGS": uapi.FREE_FLAGS,
     "PAGEBUF_FEAT_DMA_COHERENT": uapi.FEAT_DMA_COHERENT,
+    "PAGEBUF_CACHING_DEFAULT": uapi.CACHING_DEFAULT,
+    "PAGEBUF_CACHING_WB": uapi.CACHING_WB,
+    "PAGEBUF_CACHING_UC": uapi.CACHING_UC,
+    "PAGEBUF_CACHING_WC": uapi.CACHING_WC,
+    "PAGEBUF_SYNC_FOR_CPU": uapi.SYNC_FOR_CPU,
+    "PAGEBUF_SYNC_FOR_DEVICE": uapi.SYNC_FOR_DEVICE,
     "PAGEBUF_IOC_MAGIC": uapi.IOC_MAGIC,
     "PAGEBUF_IOC_GET_INFO": uapi.IOC_GET_INFO,
     "PAGEBUF_IOC_ALLOC": uapi.IOC_ALLOC,
     "PAGEBUF_IOC_FREE": uapi.IOC_FREE,
     "PAGEBUF_IOC_BUF_INFO": uapi.IOC_BUF_INFO,
     "PAGEBUF_IOC_LIST": uapi.IOC_LIST,
+    "PAGEBUF_IOC_SET_CACHING": uapi.IOC_SET_CACHING,
+    "PAGEBUF_IOC_KREAD": uapi.IOC_KREAD,
+    "PAGEBUF_IOC_KWRITE": uapi.IOC_KWRITE,
+    "PAGEBUF_IOC_KCHECKSUM": uapi.IOC_KCHECKSUM,
+    "PAGEBUF_IOC_SYNC": uapi.IOC_SYNC,
 }
 
 

@@ -78,25 +78,30 @@ def test_cli_buffer_outlives_the_command(module: None) -> None:
         assert dev.buffer(obj["id"]).phys_addr == obj["phys_addr"]
 
 
-def meminfo_kib(field: str) -> int:
-    for line in open("/proc/meminfo"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/meminfo")
+def free_kib() -> int:
+    """Free memory including the per-CPU page lists, which MemFree leaves out: freed
+    order-0 pages often wait there."""
+    pages = 0
+    for line in open("/proc/zoneinfo"):
+        words = line.split()
+        if words[:2] == ["pages", "free"] or words[:1] == ["count:"]:
+            pages += int(words[-1])
+    return pages * 4
 
 
 def test_rmmod_with_live_buffers_frees_them(module: None) -> None:
     with Device() as dev:
-        before = meminfo_kib("MemFree")
+        before = free_kib()
         for i in range(16):
             dev.alloc(10, dma=bool(i % 2))  # 16 x 4 MiB
-        held = before - meminfo_kib("MemFree")
+        held = before - free_kib()
         assert held >= 60 * 1024, f"only {held} KiB left MemFree for 64 MiB of buffers"
         # An open file holds a module reference: rmmod must refuse, not free under it.
         proc = subprocess.run(["rmmod", "pagebuf"], capture_output=True, text=True)
         assert proc.returncode != 0 and module_loaded()
     rmmod()
     assert not module_loaded()
-    back = before - meminfo_kib("MemFree")
-    assert back < 16 * 1024, f"{back} KiB still missing after rmmod"
+    back = before - free_kib()
+    # Less than one of the 4 MiB buffers: a single leaked buffer fails this.
+    assert back < 2 * 1024, f"{back} KiB still missing after rmmod"
     reload()

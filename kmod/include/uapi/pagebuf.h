@@ -30,6 +30,16 @@
 #define PAGEBUF_FREE_ALL	0x1	/* every buffer this file may free */
 #define PAGEBUF_FREE_FLAGS	PAGEBUF_FREE_ALL
 
+/* struct pagebuf_caching.mode: attribute of this file's later mmap()s */
+#define PAGEBUF_CACHING_DEFAULT	0	/* write-back; uncached if opened O_SYNC */
+#define PAGEBUF_CACHING_WB	1	/* write-back, as the kernel's own alias */
+#define PAGEBUF_CACHING_UC	2	/* uncached (pgprot_noncached) */
+#define PAGEBUF_CACHING_WC	3	/* write-combining (pgprot_writecombine) */
+
+/* struct pagebuf_sync.direction */
+#define PAGEBUF_SYNC_FOR_CPU	1	/* dma_sync_single_for_cpu() */
+#define PAGEBUF_SYNC_FOR_DEVICE	2	/* dma_sync_single_for_device() */
+
 /* struct pagebuf_info.features */
 #define PAGEBUF_FEAT_DMA_COHERENT	0x1 /* no cache maintenance needed */
 
@@ -112,6 +122,55 @@ struct pagebuf_list {
 	__u32 total;
 };
 
+/**
+ * struct pagebuf_caching - how this file maps buffers (PAGEBUF_IOC_SET_CACHING)
+ * @mode:     (in) PAGEBUF_CACHING_*
+ * @reserved: must be zero
+ *
+ * mmap() of /dev/pagebuf takes the physical address as its offset, as
+ * /dev/mem does, and maps only ranges inside one pagebuf buffer.
+ */
+struct pagebuf_caching {
+	__u32 mode;
+	__u32 reserved;
+};
+
+/**
+ * struct pagebuf_kaccess - touch a buffer through the kernel's own cached
+ * linear mapping (PAGEBUF_IOC_KREAD, _KWRITE, _KCHECKSUM)
+ * @id:       (in) buffer
+ * @flags:    must be zero
+ * @offset:   (in) byte offset into the buffer
+ * @length:   (in) bytes, offset + length within the buffer
+ * @data:     (in) user pointer: destination for KREAD, source for KWRITE;
+ *            must be 0 for KCHECKSUM
+ * @checksum: (out) KCHECKSUM: CRC-32 (as zlib's crc32()) of the range
+ * @reserved: must be zero
+ */
+struct pagebuf_kaccess {
+	__u32 id;
+	__u32 flags;
+	__u64 offset;
+	__u64 length;
+	__u64 data;
+	__u32 checksum;
+	__u32 reserved;
+};
+
+/**
+ * struct pagebuf_sync - DMA sync calls on a DMA-mapped buffer (PAGEBUF_IOC_SYNC)
+ * @id:        (in) buffer, which must have PAGEBUF_BUF_DMA
+ * @direction: (in) PAGEBUF_SYNC_*
+ * @offset:    (in) byte offset into the buffer
+ * @length:    (in) bytes; 0 means to the end of the buffer
+ */
+struct pagebuf_sync {
+	__u32 id;
+	__u32 direction;
+	__u64 offset;
+	__u64 length;
+};
+
 #define PAGEBUF_IOC_MAGIC	0xB8
 
 #define PAGEBUF_IOC_GET_INFO	_IOR(PAGEBUF_IOC_MAGIC, 0x00, struct pagebuf_info)
@@ -119,5 +178,10 @@ struct pagebuf_list {
 #define PAGEBUF_IOC_FREE	_IOWR(PAGEBUF_IOC_MAGIC, 0x02, struct pagebuf_free)
 #define PAGEBUF_IOC_BUF_INFO	_IOWR(PAGEBUF_IOC_MAGIC, 0x03, struct pagebuf_buffer)
 #define PAGEBUF_IOC_LIST	_IOWR(PAGEBUF_IOC_MAGIC, 0x04, struct pagebuf_list)
+#define PAGEBUF_IOC_SET_CACHING	_IOW(PAGEBUF_IOC_MAGIC, 0x05, struct pagebuf_caching)
+#define PAGEBUF_IOC_KREAD	_IOWR(PAGEBUF_IOC_MAGIC, 0x06, struct pagebuf_kaccess)
+#define PAGEBUF_IOC_KWRITE	_IOWR(PAGEBUF_IOC_MAGIC, 0x07, struct pagebuf_kaccess)
+#define PAGEBUF_IOC_KCHECKSUM	_IOWR(PAGEBUF_IOC_MAGIC, 0x08, struct pagebuf_kaccess)
+#define PAGEBUF_IOC_SYNC	_IOW(PAGEBUF_IOC_MAGIC, 0x09, struct pagebuf_sync)
 
 #endif /* _UAPI_PAGEBUF_H */

@@ -1,0 +1,112 @@
+"""mmap of /dev/pagebuf: offset = physical address, only inside buffers, with the
+caching attribute the user chose, and pages that outlive a FREE while mapped."""
+
+from __future__ import annotations
+
+import errno as E
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+
+import pytest
+from conftest import sysfs_int
+
+from pagebuf import Device, PagebufError, uapi
+
+PAGE = mmap.PAGESIZE
+
+
+def map_phys(fd: int, phys: int, length: int) -> mmap.mmap:
+    return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=phys)
+
+
+def pagemap_pfns(m: mmap.mmap, pages: int) -> list[int]:
+    """PFNs of a mapping's pages from /proc/self/pagemap (root sees real PFNs)."""
+    import ctypes
+
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    pfns = []
+    with open("/proc/self/pagemap", "rb") as f:
+        for i in range(pages):
+            f.seek((addr // PAGE + i) * 8)
+            (entry,) = struct.unpack("<Q", f.read(8))
+            assert entry >> 63, "page not present"
+            pfns.append(entry & ((1 << 55) - 1))
+    return pfns
+
+
+@pytest.fixture(params=["default", "sync", "wb", "uc", "wc"])
+def mapping_fd(request: pytest.FixtureRequest, module: None) -> Iterator[int]:
+    flags = os.O_RDWR | (os.O_SYNC if request.param == "sync" else 0)
+    fd = os.open("/dev/pagebuf", flags)
+    modes = {"wb": uapi.CACHING_WB, "uc": uapi.CACHING_UC, "wc": uapi.CACHING_WC}
+    if request.param in modes:
+        import fcntl
+
+        fcntl.ioctl(fd, uapi.IOC_SET_CACHING, uapi.PagebufCaching(mode=modes[request.param]))
+    yield fd
+    os.close(fd)
+
+
+def test_mmap_sees_what_the_kernel_wrote_and_back(dev: Device, mapping_fd: int) -> None:
+    buf = dev.alloc(2)
+    data = os.urandom(buf.size)
+    dev.kwrite(buf.id, 0, data)
+    m = map_phys(mapping_fd, buf.phys_addr, buf.size)
+    try:
+        assert m[:] == data
+        m[100:108] = b"pagebuf!"
+        assert dev.kread(buf.id, 100, 8) == b"pagebuf!"
+        assert pagemap_pfns(m, buf.pages) == [buf.phys_addr // PAGE + i for i in range(buf.pages)]
+    finally:
+        m.close()
+
+
+def test_mmap_of_a_sub_range(dev: Device) -> None:
+    buf = dev.alloc(3)
+    with Device() as other:
+        m = map_phys(other.fileno(), buf.phys_addr + 2 * PAGE, 3 * PAGE)
+        m[0:4] = b"abcd"
+        m.close()
+    assert dev.kread(buf.id, 2 * PAGE, 4) == b"abcd"
+
+
+def test_mmap_outside_buffers_refused(dev: Device) -> None:
+    a = dev.alloc(1)
+    fd = dev.fileno()
+    for phys, length in [
+        (a.phys_addr - PAGE, PAGE),  # before
+        (a.phys_addr + a.size, PAGE),  # after
+        (a.phys_addr + PAGE, 2 * PAGE),  # runs past the end
+        (0, PAGE),  # somewhere else entirely
+    ]:
+        with pytest.raises(OSError) as err:
+            map_phys(fd, phys, length)
+        assert err.value.errno == E.EINVAL, hex(phys)
+
+
+def test_mapping_keeps_pages_after_free(dev: Device) -> None:
+    buf = dev.alloc(2)
+    dev.kwrite(buf.id, 0, b"\xaa" * buf.size)
+    m = map_phys(dev.fileno(), buf.phys_addr, buf.size)
+    dev.free(buf.id)
+    assert sysfs_int("nr_buffers") == 0
+    assert sysfs_int("pages_in_use") == 4  # still held by the mapping
+    assert m[:16] == b"\xaa" * 16
+    m[0:4] = b"live"
+    assert m[0:4] == b"live"
+    with pytest.raises(PagebufError):
+        dev.buffer(buf.id)
+    m.close()
+    assert sysfs_int("pages_in_use") == 0
+
+
+def test_set_caching_rejects(dev: Device) -> None:
+    for mode in (4, 2**32 - 1):
+        with pytest.raises(PagebufError) as err:
+            dev.set_caching(mode)
+        assert err.value.errno == E.EINVAL
+    from test_errors import raw
+
+    assert raw(dev, uapi.IOC_SET_CACHING, uapi.PagebufCaching(mode=1, reserved=1)) == E.EINVAL
