@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import errors
+from . import doctor, errors
 from .device import Buffer, Device
 
 
@@ -64,6 +64,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="module version, limits and use")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+
+    d = sub.add_parser("doctor", help="what this machine does with RAM behind /dev/mem")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -97,7 +100,21 @@ def _table(bufs: list[Buffer]) -> str:
     return "\n".join([head, *rows])
 
 
+def run_doctor(args: argparse.Namespace) -> int:
+    report = doctor.diagnose(lambda: Device(args.device))
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    for f in report.findings:
+        detail = f" ({f.detail})" if f.detail else ""
+        print(f"[{f.verdict:>4}] {f.name}: {f.value}{detail}")
+    print(f"=> {doctor.summary(report)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.command == "doctor":
+        return run_doctor(args)
     with Device(args.device) as dev:
         if args.command == "alloc":
             buf = dev.alloc(args.order, dma=args.dma)

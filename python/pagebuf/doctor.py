@@ -1,0 +1,283 @@
+"""`pagebuf doctor`: what this machine does with RAM behind /dev/mem, before any experiment.
+
+Each finding is one line with a verdict:
+    ok     as needed for the toolkit
+    info   a fact worth knowing
+    warn   limits what can be done or concluded here
+    risk   the cache-aliasing corruption can happen on this machine
+The probes that need the module allocate one file-owned page and free it on the way out.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import gzip
+import mmap
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .device import Device
+from .errors import PagebufError
+
+DEVMEM_OPTIONS = ("CONFIG_DEVMEM", "CONFIG_STRICT_DEVMEM", "CONFIG_IO_STRICT_DEVMEM")
+TOKEN = b"pagebuf\x5a"
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    verdict: str
+    value: str
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, name: str, verdict: str, value: str, detail: str = "") -> None:
+        self.findings.append(Finding(name, verdict, value, detail))
+
+    def get(self, name: str) -> Finding | None:
+        return next((f for f in self.findings if f.name == name), None)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"findings": [asdict(f) for f in self.findings], "summary": summary(self)}
+
+
+def kconfig_paths(release: str | None = None) -> list[Path]:
+    """Where a kernel's config may be, best first; $PAGEBUF_KCONFIG last."""
+    release = release or platform.release()
+    paths = [
+        Path("/proc/config.gz"),
+        Path(f"/boot/config-{release}"),
+        Path(f"/lib/modules/{release}/build/.config"),
+    ]
+    if os.environ.get("PAGEBUF_KCONFIG"):
+        paths.append(Path(os.environ["PAGEBUF_KCONFIG"]))
+    return paths
+
+
+def read_kconfig(paths: list[Path] | None = None) -> tuple[dict[str, str], str | None]:
+    """The running kernel's config and where it came from (None if nowhere)."""
+    for path in kconfig_paths() if paths is None else paths:
+        try:
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        except OSError:
+            continue
+        return parse_kconfig(raw.decode(errors="replace")), str(path)
+    return {}, None
+
+
+def parse_kconfig(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            name, value = line.split("=", 1)
+            out[name] = value
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            out[line[2:].split()[0]] = "n"
+    return out
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cache_line_size() -> int | None:
+    path = Path("/sys/devices/system/cpu/cpu0/cache/index0/coherency_line_size")
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        value = os.sysconf("SC_LEVEL1_DCACHE_LINESIZE") if hasattr(os, "sysconf") else 0
+        return value or None
+
+
+def _text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def check_config(report: Report, config: dict[str, str], source: str | None) -> None:
+    if source is None:
+        report.add("kernel config", "warn", "not found", "no /proc/config.gz or /boot/config-*")
+        return
+    for name in DEVMEM_OPTIONS:
+        value = config.get(name, "n")
+        verdict = "info"
+        detail = ""
+        if name == "CONFIG_DEVMEM" and value == "n":
+            verdict, detail = "warn", "no /dev/mem at all: use /dev/pagebuf"
+        elif name == "CONFIG_STRICT_DEVMEM" and value == "y":
+            verdict, detail = "warn", "RAM is refused through /dev/mem: use /dev/pagebuf"
+        report.add(name, verdict, value, f"from {source}" + (f"; {detail}" if detail else ""))
+
+
+def check_arch(report: Report, arch: str, flags: set[str], cmdline: str) -> None:
+    report.add("architecture", "info", arch)
+    if arch in ("x86_64", "i686", "i386"):
+        if "nopat" in cmdline.split():
+            mode = "booted nopat: an O_SYNC mmap of RAM is an uncached alias"
+            pat = "off"
+        elif "pat" in flags:
+            mode = "mmap of RAM through /dev/mem is refused (EINVAL); read()/write() work"
+            pat = "on"
+        else:
+            mode, pat = "CPU without PAT", "absent"
+        report.add("x86 PAT", "info", pat, mode)
+        if "ss" in flags:
+            report.add(
+                "self-snoop",
+                "ok",
+                "yes",
+                "the CPU snoops its own caches on uncached accesses: aliases stay coherent",
+            )
+        else:
+            report.add(
+                "self-snoop",
+                "risk",
+                "no",
+                "uncached accesses may miss dirty lines of the cached alias",
+            )
+    elif arch in ("aarch64", "arm64") or arch.startswith("arm"):
+        report.add(
+            "O_SYNC mapping of RAM",
+            "risk",
+            "Normal non-cacheable",
+            "mismatched attributes (Arm ARM): the cached alias's dirty lines can be "
+            "written back over data written through /dev/mem",
+        )
+    else:
+        report.add("O_SYNC mapping of RAM", "warn", "unknown", f"not characterised for {arch}")
+    if "hypervisor" in flags or "QEMU" in _text("/sys/class/dmi/id/sys_vendor"):
+        report.add(
+            "virtual machine",
+            "warn",
+            "yes",
+            "emulators such as QEMU do not model CPU caches: real corruption "
+            "cannot be reproduced here; only injected faults can",
+        )
+
+
+def check_cpus(report: Report) -> None:
+    report.add("cache line", "info", f"{cache_line_size() or 'unknown'} bytes")
+    online = _text("/sys/devices/system/cpu/online").strip() or str(os.cpu_count())
+    report.add("online CPUs", "info", online)
+
+
+def check_dma(report: Report, cmdline: str) -> None:
+    iommus = sorted(p.name for p in Path("/sys/class/iommu").glob("*"))
+    report.add("IOMMU", "info", ", ".join(iommus) if iommus else "none")
+    forced = "swiotlb=force" in cmdline
+    report.add("swiotlb", "warn" if forced else "info", "forced" if forced else "not forced")
+
+
+def probe_devmem(report: Report, dev: Device) -> None:
+    """Write a token through the kernel view of a pagebuf page; look for it via /dev/mem."""
+    buf = dev.alloc(0, file_owned=True)
+    try:
+        dev.kwrite(buf.id, 0, TOKEN)
+        for name, verdict_ok, check in (
+            ("/dev/mem read()", "ok", _devmem_pread),
+            ("/dev/mem mmap O_SYNC", "ok", _devmem_mmap(os.O_SYNC)),
+            ("/dev/mem mmap cached", "info", _devmem_mmap(0)),
+        ):
+            try:
+                data = check(buf.phys_addr)
+            except OSError as exc:
+                report.add(name, "warn", f"refused ({E.errorcode.get(exc.errno or 0, '?')})",
+                           _refusal(exc.errno))  # fmt: skip
+                continue
+            if data == TOKEN:
+                report.add(name, verdict_ok, "works", "reads what the kernel wrote")
+            else:
+                report.add(name, "warn", "mismatch", f"read {data.hex()} instead of the token")
+    finally:
+        dev.free(buf.id)
+
+
+def _refusal(errno: int | None) -> str:
+    if errno == E.EPERM:
+        return "CONFIG_STRICT_DEVMEM=y forbids RAM through /dev/mem: use /dev/pagebuf"
+    if errno == E.EINVAL:
+        return "x86 PAT refuses to alias RAM: use read()/write() (--method rw) or /dev/pagebuf"
+    if errno == E.ENOENT:
+        return "no /dev/mem (CONFIG_DEVMEM=n)"
+    return os.strerror(errno or 0)
+
+
+def _devmem_pread(phys: int) -> bytes:
+    fd = os.open("/dev/mem", os.O_RDONLY | os.O_SYNC | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, len(TOKEN), phys)
+    finally:
+        os.close(fd)
+
+
+def _devmem_mmap(extra: int) -> Callable[[int], bytes]:
+    def probe(phys: int) -> bytes:
+        fd = os.open("/dev/mem", os.O_RDWR | extra | os.O_CLOEXEC)
+        try:
+            with mmap.mmap(fd, mmap.PAGESIZE, offset=phys) as m:
+                return m[: len(TOKEN)]
+        finally:
+            os.close(fd)
+
+    return probe
+
+
+def check_module(report: Report, dev: Device) -> None:
+    info = dev.info()
+    report.add(
+        "pagebuf module",
+        "ok",
+        f"api {info.api_version}",
+        f"max_order {info.max_order}, max_pages {info.max_pages}, "
+        f"{info.pages_in_use} pages in {info.nr_buffers} buffers",
+    )
+    if info.dma_coherent:
+        report.add("DMA coherent", "ok", "yes", "dma_sync_* need no cache maintenance")
+    else:
+        report.add("DMA coherent", "info", "no", "dma_sync_* clean and invalidate the caches")
+
+
+def diagnose(open_device: Callable[[], Device] = Device) -> Report:
+    report = Report()
+    cmdline = _text("/proc/cmdline")
+    report.add("kernel", "info", f"{platform.system()} {platform.release()}")
+    check_config(report, *read_kconfig())
+    check_arch(report, platform.machine(), cpu_flags(_text("/proc/cpuinfo")), cmdline)
+    check_cpus(report)
+    check_dma(report, cmdline)
+    try:
+        dev = open_device()
+    except PagebufError as exc:
+        report.add("pagebuf module", "warn", "unavailable", exc.message)
+        return report
+    with dev:
+        check_module(report, dev)
+        probe_devmem(report, dev)
+    return report
+
+
+def summary(report: Report) -> str:
+    """Which case this machine is in, in one sentence."""
+    verdicts = {f.name: f for f in report.findings}
+    vm = "virtual machine" in verdicts
+    risk = [f.name for f in report.findings if f.verdict == "risk"]
+    if vm:
+        return (
+            "virtual machine: caches are not modelled, so only injected faults show up; "
+            "a clean run here says nothing about hardware"
+        )
+    if risk:
+        return "corruption through uncached aliases can occur here (" + ", ".join(risk) + ")"
+    return "aliases are expected to stay coherent here; a clean run is the expected result"
