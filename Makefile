@@ -21,7 +21,7 @@ shell_quote = '$(subst ','\'',$(1))'
 # The host packages the VM harness and the checks need.
 APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev kmod cpio \
 	qemu-system-x86 busybox-static linux-image-amd64 linux-headers-amd64 \
-	sparse udev linux-source-6.12
+	sparse udev linux-source-6.12 memtester
 SETUP_STAMP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf/setup-$(shell \
 	cat pyproject.toml Makefile | md5sum | cut -c1-12)
 

@@ -28,6 +28,10 @@
 #include <linux/uaccess.h>
 #include <linux/xarray.h>
 
+#ifdef CONFIG_X86
+#include <asm/cacheflush.h>
+#endif
+
 #include "uapi/pagebuf.h"
 
 /*
@@ -44,6 +48,10 @@ MODULE_PARM_DESC(max_order, "Largest order a buffer may have (default 10)");
 static unsigned long pagebuf_max_pages = 32768;
 module_param_named(max_pages, pagebuf_max_pages, ulong, 0444);
 MODULE_PARM_DESC(max_pages, "Most pages all buffers may hold together (default 32768)");
+
+static bool pagebuf_inject;
+module_param_named(inject, pagebuf_inject, bool, 0444);
+MODULE_PARM_DESC(inject, "Debug only: enable the INJECT ioctl, which corrupts buffers on purpose");
 
 /**
  * struct pagebuf_buf - one buffer of 2^order physically contiguous pages
@@ -243,6 +251,10 @@ static int pagebuf_ioctl_get_info(struct pagebuf_info *info)
 	info->api_version = PAGEBUF_API_VERSION;
 	if (dev_is_dma_coherent(dev))
 		info->features |= PAGEBUF_FEAT_DMA_COHERENT;
+	if (IS_ENABLED(CONFIG_X86))
+		info->features |= PAGEBUF_FEAT_FLUSH;
+	if (pagebuf_inject)
+		info->features |= PAGEBUF_FEAT_INJECT;
 	info->page_size = PAGE_SIZE;
 	info->max_order = pagebuf_max_order;
 	info->max_pages = pagebuf_max_pages;
@@ -389,27 +401,40 @@ static bool pagebuf_range_ok(const struct pagebuf_buf *buf, u64 offset,
 	return offset <= size && length <= size - offset;
 }
 
+/* Clean and invalidate the CPU cache lines of a range of the linear map. */
+static int pagebuf_flush(void *kaddr, size_t len)
+{
+#ifdef CONFIG_X86
+	clflush_cache_range(kaddr, len);
+	return 0;
+#else
+	return -EOPNOTSUPP;
+#endif
+}
+
 /* Largest piece copied or summed between two chances to reschedule. */
 #define PAGEBUF_CHUNK	SZ_1M
 
 /*
- * KREAD, KWRITE and KCHECKSUM touch the buffer through the kernel's cached
- * linear mapping: the other side of the alias that /dev/mem and uncached
- * mmap()s of /dev/pagebuf give userspace.
+ * KREAD, KWRITE, KCHECKSUM, KFLUSH and INJECT touch the buffer through the
+ * kernel's cached linear mapping: the other side of the alias that /dev/mem
+ * and uncached mmap()s of /dev/pagebuf give userspace.
  */
 static int pagebuf_ioctl_kaccess(unsigned int cmd, struct pagebuf_kaccess *req)
 {
 	void __user *udata = u64_to_user_ptr(req->data);
-	bool checksum = cmd == PAGEBUF_IOC_KCHECKSUM;
+	bool nodata = cmd == PAGEBUF_IOC_KCHECKSUM || cmd == PAGEBUF_IOC_KFLUSH;
+	bool write = cmd == PAGEBUF_IOC_KWRITE || cmd == PAGEBUF_IOC_INJECT;
 	struct pagebuf_buf *buf;
 	u64 done, n;
 	u32 crc = ~0U;
 	void *kaddr;
 	int ret = 0;
 
-	if (req->flags || req->reserved || req->checksum ||
-	    checksum != !req->data)
+	if (req->flags || req->reserved || req->checksum || nodata != !req->data)
 		return -EINVAL;
+	if (cmd == PAGEBUF_IOC_INJECT && !pagebuf_inject)
+		return -EPERM;
 
 	buf = pagebuf_buf_get(req->id);
 	if (!buf)
@@ -423,18 +448,21 @@ static int pagebuf_ioctl_kaccess(unsigned int cmd, struct pagebuf_kaccess *req)
 	for (done = 0; done < req->length; done += n) {
 		n = min_t(u64, req->length - done, PAGEBUF_CHUNK);
 		if (cmd == PAGEBUF_IOC_KREAD)
-			ret = copy_to_user(udata + done, kaddr + done, n);
-		else if (cmd == PAGEBUF_IOC_KWRITE)
-			ret = copy_from_user(kaddr + done, udata + done, n);
-		else
+			ret = copy_to_user(udata + done, kaddr + done, n) ?
+				-EFAULT : 0;
+		else if (write)
+			ret = copy_from_user(kaddr + done, udata + done, n) ?
+				-EFAULT : 0;
+		else if (cmd == PAGEBUF_IOC_KCHECKSUM)
 			crc = crc32_le(crc, kaddr + done, n);
-		if (ret) {
-			ret = -EFAULT;
+		if (!ret && (cmd == PAGEBUF_IOC_KFLUSH ||
+			     cmd == PAGEBUF_IOC_INJECT))
+			ret = pagebuf_flush(kaddr + done, n);
+		if (ret)
 			goto out_put;
-		}
 		cond_resched();
 	}
-	if (checksum)
+	if (cmd == PAGEBUF_IOC_KCHECKSUM)
 		req->checksum = ~crc;
 out_put:
 	pagebuf_buf_put(buf);
@@ -492,6 +520,8 @@ static unsigned int pagebuf_kernel_cmd(unsigned int ucmd)
 		PAGEBUF_IOC_KWRITE,
 		PAGEBUF_IOC_KCHECKSUM,
 		PAGEBUF_IOC_SYNC,
+		PAGEBUF_IOC_KFLUSH,
+		PAGEBUF_IOC_INJECT,
 	};
 	unsigned int nr = _IOC_NR(ucmd);
 	unsigned int kcmd;
@@ -556,6 +586,8 @@ static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
 	case PAGEBUF_IOC_KREAD:
 	case PAGEBUF_IOC_KWRITE:
 	case PAGEBUF_IOC_KCHECKSUM:
+	case PAGEBUF_IOC_KFLUSH:
+	case PAGEBUF_IOC_INJECT:
 		ret = pagebuf_ioctl_kaccess(kcmd, &data.kaccess);
 		break;
 	case PAGEBUF_IOC_SYNC:

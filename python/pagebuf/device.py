@@ -79,6 +79,14 @@ class ModuleInfo:
     def dma_coherent(self) -> bool:
         return bool(self.features & uapi.FEAT_DMA_COHERENT)
 
+    @property
+    def can_flush(self) -> bool:
+        return bool(self.features & uapi.FEAT_FLUSH)
+
+    @property
+    def can_inject(self) -> bool:
+        return bool(self.features & uapi.FEAT_INJECT)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "api_version": self.api_version,
@@ -88,6 +96,8 @@ class ModuleInfo:
             "pages_in_use": self.pages_in_use,
             "nr_buffers": self.nr_buffers,
             "dma_coherent": self.dma_coherent,
+            "flush": self.can_flush,
+            "inject": self.can_inject,
             "dma_mask_hex": f"0x{self.dma_mask:x}",
         }
 
@@ -207,6 +217,18 @@ class Device:
             length = self.buffer(buf_id).size - offset
         s = self._kaccess(uapi.IOC_KCHECKSUM, buf_id, offset, length, 0, "kchecksum")
         return int(s.checksum)
+
+    def kflush(self, buf_id: int, offset: int = 0, length: int | None = None) -> None:
+        """Clean and invalidate the range's CPU cache lines through the kernel's alias."""
+        if length is None:
+            length = self.buffer(buf_id).size - offset
+        self._kaccess(uapi.IOC_KFLUSH, buf_id, offset, length, 0, "kflush")
+
+    def inject(self, buf_id: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Debug only (module loaded with inject=1): write `data` through the kernel's
+        cached alias and clean it to memory, as a write-back of stale lines would."""
+        src = (ctypes.c_char * len(data)).from_buffer_copy(data)
+        self._kaccess(uapi.IOC_INJECT, buf_id, offset, len(data), ctypes.addressof(src), "inject")
 
     def sync(self, buf_id: int, direction: int, offset: int = 0, length: int = 0) -> None:
         """dma_sync_single_range_for_cpu/_for_device (uapi.SYNC_*) on a DMA-mapped buffer."""

@@ -85,3 +85,38 @@ def test_sync(dev: Device) -> None:
         with pytest.raises(PagebufError) as err:
             dev.sync(buf_id, direction, offset, length)
         assert err.value.errno == errno
+
+
+def test_kflush_keeps_the_data(dev: Device) -> None:
+    buf = dev.alloc(1)
+    data = os.urandom(buf.size)
+    dev.kwrite(buf.id, 0, data)
+    assert dev.info().can_flush  # x86: clflush
+    dev.kflush(buf.id)
+    dev.kflush(buf.id, 64, 64)
+    assert dev.kread(buf.id, 0, buf.size) == data
+    assert raw(dev, uapi.IOC_KFLUSH, kaccess(id=buf.id, length=8, data=16)) == E.EINVAL
+
+
+def test_inject_needs_the_debug_parameter(dev: Device) -> None:
+    buf = dev.alloc(0)
+    assert not dev.info().can_inject
+    with pytest.raises(PagebufError) as err:
+        dev.inject(buf.id, 0, b"\xee" * 64)
+    assert err.value.errno == E.EPERM
+    assert dev.kchecksum(buf.id) == zlib.crc32(bytes(4096))
+
+
+def test_inject_writes_through_the_kernel_alias(module: None) -> None:
+    from conftest import reload
+
+    reload("inject=1")
+    with Device() as dev:
+        assert dev.info().can_inject
+        buf = dev.alloc(0)
+        dev.inject(buf.id, 128, b"\xee" * 64)
+        assert dev.kread(buf.id, 0, 256) == bytes(128) + b"\xee" * 64 + bytes(64)
+        with pytest.raises(PagebufError) as err:
+            dev.inject(buf.id, 4096 - 32, b"\xee" * 64)  # past the end
+        assert err.value.errno == E.EINVAL
+    reload()

@@ -42,6 +42,8 @@
 
 /* struct pagebuf_info.features */
 #define PAGEBUF_FEAT_DMA_COHERENT	0x1 /* no cache maintenance needed */
+#define PAGEBUF_FEAT_FLUSH		0x2 /* KFLUSH works on this architecture */
+#define PAGEBUF_FEAT_INJECT		0x4 /* loaded with inject=1: INJECT works */
 
 /**
  * struct pagebuf_info - module limits and state (PAGEBUF_IOC_GET_INFO)
@@ -137,15 +139,20 @@ struct pagebuf_caching {
 
 /**
  * struct pagebuf_kaccess - touch a buffer through the kernel's own cached
- * linear mapping (PAGEBUF_IOC_KREAD, _KWRITE, _KCHECKSUM)
+ * linear mapping (PAGEBUF_IOC_KREAD, _KWRITE, _KCHECKSUM, _KFLUSH, _INJECT)
  * @id:       (in) buffer
  * @flags:    must be zero
  * @offset:   (in) byte offset into the buffer
  * @length:   (in) bytes, offset + length within the buffer
- * @data:     (in) user pointer: destination for KREAD, source for KWRITE;
- *            must be 0 for KCHECKSUM
+ * @data:     (in) user pointer: destination for KREAD, source for KWRITE
+ *            and INJECT; must be 0 for KCHECKSUM and KFLUSH
  * @checksum: (out) KCHECKSUM: CRC-32 (as zlib's crc32()) of the range
  * @reserved: must be zero
+ *
+ * KFLUSH cleans and invalidates the range's cache lines (x86: clflush);
+ * EOPNOTSUPP where the architecture offers a module no way to. INJECT is
+ * KWRITE followed by KFLUSH: it stands for a write-back of stale lines, and
+ * exists only when the module is loaded with inject=1 (EPERM otherwise).
  */
 struct pagebuf_kaccess {
 	__u32 id;
@@ -183,5 +190,7 @@ struct pagebuf_sync {
 #define PAGEBUF_IOC_KWRITE	_IOWR(PAGEBUF_IOC_MAGIC, 0x07, struct pagebuf_kaccess)
 #define PAGEBUF_IOC_KCHECKSUM	_IOWR(PAGEBUF_IOC_MAGIC, 0x08, struct pagebuf_kaccess)
 #define PAGEBUF_IOC_SYNC	_IOW(PAGEBUF_IOC_MAGIC, 0x09, struct pagebuf_sync)
+#define PAGEBUF_IOC_KFLUSH	_IOWR(PAGEBUF_IOC_MAGIC, 0x0a, struct pagebuf_kaccess)
+#define PAGEBUF_IOC_INJECT	_IOWR(PAGEBUF_IOC_MAGIC, 0x0b, struct pagebuf_kaccess)
 
 #endif /* _UAPI_PAGEBUF_H */
