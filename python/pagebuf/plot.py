@@ -1,0 +1,66 @@
+"""`pagebuf report FILE --plot out.svg|png`: corrupted lines over time per arm, and a
+per-page heat map of where corruption struck. matplotlib draws it (Agg, no display)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import PagebufError
+
+
+def plot(records: Iterable[dict[str, Any]], out: str | Path, page_size: int = 4096) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise PagebufError("plotting needs matplotlib: pip install 'pagebuf[plot]'") from None
+
+    out = Path(out)
+    if out.suffix.lower() not in (".svg", ".png", ".pdf"):
+        raise PagebufError(f"{out}: the plot is written as .svg, .png or .pdf", None)
+
+    series: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    seen: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    pages: dict[str, dict[tuple[int, int], int]] = defaultdict(lambda: defaultdict(int))
+    npages: dict[int, int] = {}
+    for rec in records:
+        if rec.get("type") != "check" or not isinstance(rec.get("arm"), str):
+            continue
+        arm, buf = rec["arm"], int(rec.get("buffer", 0))
+        npages[buf] = max(npages.get(buf, 1), int(rec.get("bytes", 0)) // page_size)
+        for offset, _cls in rec.get("bad") or []:
+            key = (buf, int(offset))
+            if key not in seen[arm]:
+                seen[arm].add(key)
+                pages[arm][(buf, int(offset) // page_size)] += 1
+        series[arm].append((float(rec.get("t", 0.0)), len(seen[arm])))
+    if not series:
+        raise PagebufError("no check records to plot", None)
+
+    arms = list(series)
+    all_pages = [(buf, i) for buf in sorted(npages) for i in range(npages[buf])]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7), constrained_layout=True)
+    for arm in arms:
+        t, n = zip(*series[arm])
+        ax1.step(t, n, where="post", label=arm)
+    ax1.set_xlabel("time since the user write (s)")
+    ax1.set_ylabel("corrupted cache lines (cumulative)")
+    ax1.set_title("Corruption over time")
+    ax1.legend()
+    grid = [[pages[arm].get(p, 0) for p in all_pages] for arm in arms]
+    im = ax2.imshow(grid, aspect="auto", cmap="magma_r", interpolation="nearest")
+    ax2.set_yticks(range(len(arms)), arms)
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.set_xlabel(f"page (all {len(all_pages)} pages checked, buffer by buffer)")
+    ax2.set_title("Where corruption struck (corrupted lines per page)")
+    fig.colorbar(im, ax=ax2, label="lines")
+    fig.savefig(out)
+    plt.close(fig)
+    return out
