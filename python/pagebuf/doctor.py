@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .device import Device
 from .errors import PagebufError
+from .verify import cache_line_size
 
 DEVMEM_OPTIONS = ("CONFIG_DEVMEM", "CONFIG_STRICT_DEVMEM", "CONFIG_IO_STRICT_DEVMEM")
 TOKEN = b"pagebuf\x5a"
@@ -88,15 +89,6 @@ def cpu_flags(cpuinfo: str) -> set[str]:
         if line.startswith(("flags", "Features")):
             return set(line.split(":", 1)[1].split())
     return set()
-
-
-def cache_line_size() -> int | None:
-    path = Path("/sys/devices/system/cpu/cpu0/cache/index0/coherency_line_size")
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        value = os.sysconf("SC_LEVEL1_DCACHE_LINESIZE") if hasattr(os, "sysconf") else 0
-        return value or None
 
 
 def _text(path: str) -> str:

@@ -1,0 +1,207 @@
+"""`PhysMem`: a window on physical memory through /dev/mem or /dev/pagebuf.
+
+As python-periphery's MMIO does: the address is aligned down to a page for mmap, the
+in-page offset kept, and every access checked against the window. A width access is
+one load or store of exactly that width (a ctypes object over the mapping), never a
+copy of bytes; bulk reads and writes are slices. Method "rw" uses pread()/pwrite() at
+the physical address instead of a mapping: x86 with PAT refuses to mmap RAM through
+/dev/mem but still serves read() and write().
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as E
+import fcntl
+import mmap
+import os
+from types import TracebackType
+
+from . import uapi
+from .errors import PagebufError, PermissionDeniedError
+
+WIDTHS = {8: ctypes.c_uint8, 16: ctypes.c_uint16, 32: ctypes.c_uint32, 64: ctypes.c_uint64}
+
+
+class PhysMemError(PagebufError):
+    """Opening, mapping or accessing physical memory failed."""
+
+    exit_code = 8
+
+
+class PhysMemPermissionError(PhysMemError, PermissionDeniedError):
+    exit_code = 5
+
+
+def _explain(exc: OSError, path: str, what: str) -> PhysMemError:
+    devmem = path == "/dev/mem"
+    if exc.errno in (E.EPERM, E.EACCES):
+        if devmem:
+            msg = (f"{what} {path}: the kernel forbids RAM through /dev/mem "
+                   "(CONFIG_STRICT_DEVMEM=y); use /dev/pagebuf (--via mmap-uc)")  # fmt: skip
+        else:
+            msg = f"{what} {path}: permission denied (needs root with CAP_SYS_RAWIO)"
+        return PhysMemPermissionError(msg, exc.errno)
+    if exc.errno == E.EINVAL and devmem and what == "mmap":
+        return PhysMemError(
+            "mmap /dev/mem: refused (x86 PAT will not alias RAM with another cache type); "
+            "use read()/write() (--method rw) or /dev/pagebuf",
+            exc.errno,
+        )
+    if exc.errno == E.EINVAL and what == "mmap":
+        return PhysMemError(f"mmap {path}: range not inside one pagebuf buffer", exc.errno)
+    if exc.errno == E.ENOENT:
+        return PhysMemError(f"{what} {path}: no such device", exc.errno)
+    return PhysMemError(f"{what} {path}: {exc.strerror}", exc.errno)
+
+
+class PhysMem:
+    """[phys_addr, phys_addr + size) of physical memory, mapped or read/written."""
+
+    def __init__(
+        self,
+        phys_addr: int,
+        size: int,
+        *,
+        path: str = "/dev/mem",
+        sync: bool = True,
+        method: str = "mmap",
+        caching: int | None = None,
+    ) -> None:
+        if size <= 0 or phys_addr < 0:
+            raise PhysMemError(f"empty or negative range 0x{phys_addr:x}+{size}", E.EINVAL)
+        if method not in ("mmap", "rw"):
+            raise PhysMemError(f"unknown access method {method!r}", E.EINVAL)
+        self.phys_addr, self.size, self.path, self.method = phys_addr, size, path, method
+        self._map: mmap.mmap | None = None
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_SYNC if sync else 0)
+        try:
+            self._fd = os.open(path, flags)
+        except OSError as exc:
+            raise _explain(exc, path, "open") from None
+        try:
+            if caching is not None:
+                fcntl.ioctl(self._fd, uapi.IOC_SET_CACHING, uapi.PagebufCaching(mode=caching))
+            if method == "mmap":
+                base = phys_addr - phys_addr % mmap.PAGESIZE
+                self._skip = phys_addr - base
+                length = -(-(self._skip + size) // mmap.PAGESIZE) * mmap.PAGESIZE
+                self._map = mmap.mmap(self._fd, length, mmap.MAP_SHARED,
+                                      mmap.PROT_READ | mmap.PROT_WRITE, offset=base)  # fmt: skip
+        except OSError as exc:
+            os.close(self._fd)
+            raise _explain(exc, path, "mmap" if method == "mmap" else "ioctl") from None
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> PhysMem:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check(self, offset: int, length: int, align: int = 1) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise PhysMemError(
+                f"0x{self.phys_addr + offset:x}+{length} is outside the window "
+                f"0x{self.phys_addr:x}+{self.size}",
+                E.EINVAL,
+            )
+        if (self.phys_addr + offset) % align:
+            raise PhysMemError(
+                f"0x{self.phys_addr + offset:x} is not aligned for a {align * 8}-bit access",
+                E.EINVAL,
+            )
+
+    def read(self, offset: int, width: int) -> int:
+        """One load of exactly `width` bits (8, 16, 32, 64), little-endian host."""
+        ctype = WIDTHS[width]
+        self._check(offset, width // 8, width // 8)
+        if self._map is None:
+            return int.from_bytes(self._pread(offset, width // 8), "little")
+        return int(ctype.from_buffer(self._map, self._skip + offset).value)
+
+    def write(self, offset: int, width: int, value: int) -> None:
+        """One store of exactly `width` bits."""
+        ctype = WIDTHS[width]
+        self._check(offset, width // 8, width // 8)
+        if not 0 <= value < 1 << width:
+            raise PhysMemError(f"value {value:#x} does not fit in {width} bits", E.EINVAL)
+        if self._map is None:
+            self._pwrite(offset, value.to_bytes(width // 8, "little"))
+            return
+        ctype.from_buffer(self._map, self._skip + offset).value = value
+
+    def read8(self, offset: int) -> int:
+        return self.read(offset, 8)
+
+    def read16(self, offset: int) -> int:
+        return self.read(offset, 16)
+
+    def read32(self, offset: int) -> int:
+        return self.read(offset, 32)
+
+    def read64(self, offset: int) -> int:
+        return self.read(offset, 64)
+
+    def write8(self, offset: int, value: int) -> None:
+        self.write(offset, 8, value)
+
+    def write16(self, offset: int, value: int) -> None:
+        self.write(offset, 16, value)
+
+    def write32(self, offset: int, value: int) -> None:
+        self.write(offset, 32, value)
+
+    def write64(self, offset: int, value: int) -> None:
+        self.write(offset, 64, value)
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        self._check(offset, length)
+        if self._map is None:
+            return self._pread(offset, length)
+        start = self._skip + offset
+        return self._map[start : start + length]
+
+    def write_bytes(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self._check(offset, len(data))
+        if self._map is None:
+            self._pwrite(offset, data)
+            return
+        start = self._skip + offset
+        self._map[start : start + len(data)] = data
+
+    def view(self) -> memoryview:
+        """The whole window as a writable memoryview (mmap method only), no copy."""
+        if self._map is None:
+            raise PhysMemError("view() needs the mmap method", E.EINVAL)
+        return memoryview(self._map)[self._skip : self._skip + self.size]
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        try:
+            data = os.pread(self._fd, length, self.phys_addr + offset)
+        except OSError as exc:
+            raise _explain(exc, self.path, "read") from None
+        if len(data) != length:
+            raise PhysMemError(f"short read of {self.path} at 0x{self.phys_addr + offset:x}",
+                               E.EIO)  # fmt: skip
+        return data
+
+    def _pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        try:
+            n = os.pwrite(self._fd, data, self.phys_addr + offset)
+        except OSError as exc:
+            raise _explain(exc, self.path, "write") from None
+        if n != len(data):
+            raise PhysMemError(f"short write to {self.path}", E.EIO)
