@@ -30,7 +30,7 @@ CACHE := $(or $(PAGEBUF_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf)
 CHECKPATCH := $(CACHE)/checkpatch/linux-source-6.12/scripts/checkpatch.pl
 DEBIAN_KDIR = $(lastword $(sort $(wildcard /lib/modules/*-amd64/build)))
 
-.PHONY: all modules clean setup kernel vm test test-host test-vm check
+.PHONY: all modules clean setup kernel vm test test-host test-vm check bench
 
 all: modules
 
@@ -65,7 +65,7 @@ test-host: $(SETUP_STAMP)
 
 test-vm: $(SETUP_STAMP)
 	$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) \
-		"$(PYTHON) -m pytest -q -p no:cacheprovider tests/vm"
+		"$(PYTHON) -m pytest -q -p no:cacheprovider --durations=8 tests/vm"
 
 # The whole suite: static checks, host tests, then the in-VM suite on every kernel.
 test: check test-host
@@ -80,11 +80,15 @@ $(CHECKPATCH): | $(SETUP_STAMP)
 		linux-source-6.12/scripts/checkpatch.pl linux-source-6.12/scripts/spelling.txt \
 		linux-source-6.12/scripts/const_structs.checkpatch
 
+# Throughput of the bulk paths against C memset/memcmp, on the host (no VM needed).
+bench: $(SETUP_STAMP)
+	$(PYTHON) bench/bench_integrity.py
+
 # checkpatch --strict, sparse (against Debian's headers) and ruff must all be silent.
 check: $(CHECKPATCH)
 	perl $(CHECKPATCH) --no-tree --strict --quiet -f kmod/*.c kmod/include/uapi/*.h
 	@rm -rf "$(CACHE)/sparse" && mkdir -p "$(CACHE)/sparse" && cp -r Kbuild kmod "$(CACHE)/sparse/"
 	@$(MAKE) -s -C "$(DEBIAN_KDIR)" M="$(CACHE)/sparse" C=2 W=1 modules 2>&1 \
 		| tee "$(CACHE)/sparse/log"; ! grep -E "warning|error" "$(CACHE)/sparse/log"
-	ruff check python tests
-	ruff format --check python tests
+	ruff check python tests bench
+	ruff format --check python tests bench

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import doctor, errors
+from . import access, cpus, doctor, errors, names, report, uapi
 from .device import Buffer, Device
+from .physmem import PhysMem
+from .results import ResultWriter, default_path, read_records
+
+if TYPE_CHECKING:
+    from .experiment import RunParams
 
 
 def _buffer_id(text: str) -> int:
@@ -33,6 +40,35 @@ def _order(text: str) -> int:
 
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in errors.EXIT_CODES.items())
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _add_access_args(p: argparse.ArgumentParser, kernel: bool = False) -> None:
+    vias = (*access.VIAS, "kernel") if kernel else access.VIAS
+    p.add_argument(
+        "--via", choices=vias, default="devmem",
+        help="access path (default devmem)" + ("; kernel: its cached linear map" if kernel else ""),
+    )  # fmt: skip
+    p.add_argument(
+        "--method",
+        choices=access.METHODS,
+        default="auto",
+        help="devmem: mmap, read()/write(), or mmap falling back to read()/write() (default)",
+    )
+    p.add_argument("--cached", action="store_true", help="devmem: open without O_SYNC")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -64,6 +100,68 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="module version, limits and use")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+
+    m = sub.add_parser("mem", help="devmem: read or write one value at a physical address")
+    msub = m.add_subparsers(dest="mem_command", required=True, metavar="read|write")
+    mr = msub.add_parser("read", help="read WIDTH-bit values (busybox devmem ADDR WIDTH)")
+    mr.add_argument("addr", type=_int, help="physical address")
+    mr.add_argument("--count", type=_positive, default=1, help="consecutive values (default 1)")
+    mw = msub.add_parser("write", help="write one value (busybox devmem ADDR WIDTH VALUE)")
+    mw.add_argument("addr", type=_int, help="physical address")
+    mw.add_argument("value", type=_int, help="value to store")
+    for mp in (mr, mw):
+        mp.add_argument("--width", type=int, choices=(8, 16, 32, 64), default=32)
+        _add_access_args(mp)
+        mp.add_argument("--force", action="store_true", help="allow addresses outside buffers")
+        mp.add_argument("--json", action="store_true", help="print one JSON object")
+
+    fl = sub.add_parser("fill", help="write a test pattern into a buffer")
+    ve = sub.add_parser("verify", help="check a buffer against a pattern, line by line")
+    for fp in (fl, ve):
+        fp.add_argument("id", type=_buffer_id)
+        fp.add_argument("--pattern", choices=names.PATTERNS, default="tagged")
+        fp.add_argument("--seed", type=_int, default=0)
+        fp.add_argument("--generation", type=_int, default=1)
+        fp.add_argument("--value", type=_int, default=0, help="the constant pattern's word")
+        _add_access_args(fp, kernel=True)
+    ve.add_argument("--max-reports", type=_positive, default=64, help="lines listed (64)")
+    ve.add_argument("--json", action="store_true", help="print one JSON object")
+
+    cv = sub.add_parser("compare-views", help="the user's view and the kernel's, side by side")
+    cv.add_argument("id", type=_buffer_id)
+    _add_access_args(cv)
+    cv.add_argument("--sync", action="store_true", help="dma_sync_single_for_cpu first")
+    cv.add_argument("--all", action="store_true", help="list every page, not just differing")
+    cv.add_argument("--json", action="store_true", help="print one JSON object")
+
+    for name, text in (("run", "one corruption-reproduction experiment (an arm plus controls)"),
+                       ("compare", "every arm side by side, with the same seed")):  # fmt: skip
+        r = sub.add_parser(name, help=text)
+        if name == "run":
+            r.add_argument("--mode", choices=names.MODES, default="cached")
+            r.add_argument("--no-controls", action="store_true", help="skip positive/inject arms")
+        r.add_argument("--buffers", type=_positive, default=4, help="buffers per arm (4)")
+        r.add_argument("--order", type=_order, default=4, help="order of each buffer (4)")
+        r.add_argument("--seed", type=_int, default=1)
+        r.add_argument("--pattern", default="tagged", help="tagged, random, walking-ones, ...")
+        r.add_argument("--via", choices=("auto", *access.VIAS), default="auto",
+                       help="uncached user path (auto: /dev/mem, else /dev/pagebuf)")  # fmt: skip
+        r.add_argument("--duration", type=float, default=5.0, help="seconds per arm (5)")
+        r.add_argument("--interval", type=float, default=1.0, help="seconds between checks (1)")
+        r.add_argument("--pressure", choices=names.PRESSURES, default="none")
+        r.add_argument("--busy-cpus", action="store_true", help="keep the other CPUs busy")
+        r.add_argument("--inject-into", metavar="ARM", help="inject stale lines into this arm")
+        r.add_argument("--inject-lines", type=_positive, default=8)
+        r.add_argument("--output", help="JSON Lines file (default: timestamped, here)")
+        r.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    rep = sub.add_parser("report", help="re-render a run's JSON Lines; --plot draws it")
+    rep.add_argument("file")
+    rep.add_argument("--plot", metavar="OUT", help="write a plot (.svg, .png or .pdf)")
+    rep.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    c = sub.add_parser("cpus", help="CPUs taken offline by single-cpu runs")
+    c.add_argument("action", choices=("restore", "status"))
 
     d = sub.add_parser("doctor", help="what this machine does with RAM behind /dev/mem")
     d.add_argument("--json", action="store_true", help="print one JSON object")
@@ -112,10 +210,205 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_mem(args: argparse.Namespace) -> int:
+    nbytes = args.width // 8
+    count = args.count if args.mem_command == "read" else 1
+    if args.mem_command == "write" and not 0 <= args.value < 1 << args.width:
+        raise errors.InvalidRequestError(
+            f"value {args.value:#x} does not fit in {args.width} bits", None
+        )
+    if not args.force:
+        with Device(args.device) as dev:
+            access.owning_buffer(dev, args.addr, nbytes * count)
+    with access.open_region(
+        args.addr,
+        nbytes * count,
+        via=args.via,
+        cached=args.cached,
+        method=args.method,
+        device_path=args.device,
+    ) as mem:
+        if args.mem_command == "write":
+            mem.write(0, args.width, args.value)
+            if args.json:
+                _print_json({"phys_addr": args.addr, "width": args.width, "value": args.value})
+            return 0
+        values = [mem.read(i * nbytes, args.width) for i in range(count)]
+    if args.json:
+        _print_json({"phys_addr": args.addr, "width": args.width, "values": values})
+    else:
+        print("\n".join(f"0x{v:0{args.width // 4}X}" for v in values))
+    return 0
+
+
+def _open(args: argparse.Namespace, buf: Buffer) -> PhysMem:
+    return access.open_region(buf.phys_addr, buf.size, via=args.via, cached=args.cached,
+                              method=args.method, device_path=args.device)  # fmt: skip
+
+
+def _read_view(args: argparse.Namespace, dev: Device, buf: Buffer) -> bytes:
+    if args.via == "kernel":
+        return dev.kread(buf.id, 0, buf.size)
+    with _open(args, buf) as mem:
+        return mem.read_bytes(0, buf.size)
+
+
+def run_fill(args: argparse.Namespace, dev: Device) -> int:
+    from . import verify  # numpy: imported only by the commands that need it
+
+    buf = dev.buffer(args.id)
+    spec = {"pattern": args.pattern, "phys_addr": buf.phys_addr, "generation": args.generation,
+            "seed": args.seed, "value": args.value}  # fmt: skip
+    if args.via == "kernel":
+        dev.kwrite(buf.id, 0, verify.expected(size=buf.size, **spec).tobytes())
+        return 0
+    with _open(args, buf) as mem:
+        if mem.method == "mmap":
+            with mem.view() as view:
+                verify.fill(view, **spec)
+        else:
+            mem.write_bytes(0, verify.expected(size=buf.size, **spec).tobytes())
+    return 0
+
+
+def run_verify(args: argparse.Namespace, dev: Device) -> int:
+    from . import verify
+
+    buf = dev.buffer(args.id)
+    res = verify.verify(_read_view(args, dev, buf), pattern=args.pattern,
+                        phys_addr=buf.phys_addr, generation=args.generation, seed=args.seed,
+                        value=args.value, max_reports=args.max_reports)  # fmt: skip
+    if args.json:
+        _print_json({"buffer": buf.id, "via": args.via, **res.to_dict()})
+    else:
+        for m in res.mismatches:
+            extra = f" generation {m.generation}" if m.generation is not None else ""
+            extra += f" from 0x{m.source:x}" if m.source is not None else ""
+            print(f"0x{m.phys_addr:016x}  {m.classification:<7}  expected {m.expected}  "
+                  f"actual {m.actual}  ({m.bad_words} words{extra})")  # fmt: skip
+        counts = ", ".join(f"{v} {k}" for k, v in res.counts.items())
+        print(f"buffer {buf.id}: {res.lines_checked} lines of {res.line_size} bytes checked, "
+              f"{res.bad_lines} corrupted ({counts})")  # fmt: skip
+    return 0 if res.ok else 1
+
+
+def run_compare_views(args: argparse.Namespace, dev: Device) -> int:
+    buf = dev.buffer(args.id)
+    if args.sync:
+        dev.sync(buf.id, uapi.SYNC_FOR_CPU)
+    user = _read_view(args, dev, buf)
+    page = dev.info().page_size
+    pages = []
+    for i in range(0, buf.size, page):
+        u, k = zlib.crc32(user[i : i + page]), dev.kchecksum(buf.id, i, page)
+        pages.append({"page": i // page, "phys_addr": buf.phys_addr + i, "user_crc32": u,
+                      "kernel_crc32": k, "same": u == k})  # fmt: skip
+    differing = sum(not p["same"] for p in pages)
+    if args.json:
+        _print_json({"buffer": buf.id, "via": args.via, "differing_pages": differing,
+                     "pages": pages})  # fmt: skip
+        return 0 if not differing else 1
+    print(f"{'PAGE':>5}  {'PHYS_ADDR':<18}  USER({args.via:<7})  KERNEL      SAME")
+    for p in pages:
+        if args.all or not p["same"]:
+            print(f"{p['page']:>5}  {_hex(p['phys_addr'])}  {p['user_crc32']:08x}"
+                  f"{'':9}  {p['kernel_crc32']:08x}    {'yes' if p['same'] else 'NO'}")  # fmt: skip
+    print(f"buffer {buf.id}: {len(pages)} pages, {differing} differ between the views")
+    return 0 if not differing else 1
+
+
+def _params(args: argparse.Namespace) -> RunParams:
+    from .experiment import RunParams
+
+    if args.command == "run":
+        arms = (args.mode,) if args.no_controls else (args.mode, *names.CONTROLS)
+    else:
+        arms = (*names.MODES, *names.CONTROLS)
+    return RunParams(
+        arms=arms, buffers=args.buffers, order=args.order, seed=args.seed,
+        pattern=args.pattern, via=args.via, duration=args.duration, interval=args.interval,
+        pressure=args.pressure, busy_cpus=args.busy_cpus, inject_into=args.inject_into,
+        inject_lines=args.inject_lines,
+    )  # fmt: skip
+
+
+def _print_rows(path: str, as_json: bool) -> list[report.ArmRow]:
+    _, rows = report.summarize(read_records(path))
+    if as_json:
+        _print_json([r.to_dict() for r in rows])
+    else:
+        print(report.render_table(rows))
+    return rows
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds: CPUs come back, results stay on disk
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    from . import experiment
+
+    params = _params(args)
+    experiment.check_params(params)
+    path = args.output or str(default_path(f"pagebuf-{args.command}"))
+    with Device(args.device) as dev, ResultWriter(path) as out:
+        try:
+            results = experiment.Experiment(dev, params, out, args.device).run()
+        finally:
+            print(f"results: {path}", file=sys.stderr)
+    _print_rows(path, args.json)
+    return experiment.exit_code(results)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    try:
+        rows = _print_rows(args.file, args.json)
+    except OSError as exc:
+        raise errors.PagebufError(f"{args.file}: {exc.strerror}", exc.errno) from None
+    if args.plot:
+        from .plot import plot
+
+        plot(read_records(args.file), args.plot)
+        print(f"plot: {args.plot}", file=sys.stderr)
+    if any(r.verdict == "broken" for r in rows):
+        return names.EXIT_BROKEN
+    return names.EXIT_CORRUPT if any(r.verdict == "corrupted" for r in rows) else 0
+
+
+def run_cpus(args: argparse.Namespace) -> int:
+    if args.action == "restore":
+        restored = cpus.restore()
+        print(f"brought back: {', '.join(f'cpu{c}' for c in restored) or 'nothing to do'}")
+    else:
+        state = cpus.state_path()
+        print(f"online: {', '.join(map(str, cpus.online_cpus()))}")
+        print(f"recorded offline: {state.read_text().strip() if state.exists() else 'none'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return run_doctor(args)
+    if args.command in ("run", "compare"):
+        try:
+            return run_experiment(args)
+        except errors.PagebufError as exc:
+            exc.exit_code = names.EXIT_ENV  # run's contract: 2 for usage/environment
+            raise
+    if args.command == "report":
+        return run_report(args)
+    if args.command == "cpus":
+        return run_cpus(args)
+    if args.command == "mem":
+        return run_mem(args)
     with Device(args.device) as dev:
+        if args.command == "fill":
+            return run_fill(args, dev)
+        if args.command == "verify":
+            return run_verify(args, dev)
+        if args.command == "compare-views":
+            return run_compare_views(args, dev)
         if args.command == "alloc":
             buf = dev.alloc(args.order, dma=args.dma)
             _print_json(buf.to_dict()) if args.json else print(_describe(buf))

@@ -6,8 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyudev
-
 from .errors import NOT_LOADED, ModuleNotLoadedError
 
 ENV_DEVICE = "PAGEBUF_DEVICE"
@@ -32,6 +30,8 @@ def find_device(path: str | os.PathLike[str] | None = None) -> DeviceNode:
     explicit = path or os.environ.get(ENV_DEVICE)
     if explicit:
         return DeviceNode(Path(explicit), None)
+    import pyudev  # only here: an explicit path needs no udev
+
     try:
         dev = pyudev.Devices.from_name(pyudev.Context(), "misc", "pagebuf")
     except pyudev.DeviceNotFoundError:

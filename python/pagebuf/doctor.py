@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .device import Device
 from .errors import PagebufError
-from .verify import cache_line_size
+from .sysinfo import cache_line_size, cpu_flags
 
 DEVMEM_OPTIONS = ("CONFIG_DEVMEM", "CONFIG_STRICT_DEVMEM", "CONFIG_IO_STRICT_DEVMEM")
 TOKEN = b"pagebuf\x5a"
@@ -82,13 +82,6 @@ def parse_kconfig(text: str) -> dict[str, str]:
         elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
             out[line[2:].split()[0]] = "n"
     return out
-
-
-def cpu_flags(cpuinfo: str) -> set[str]:
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def _text(path: str) -> str:

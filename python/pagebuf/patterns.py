@@ -18,8 +18,8 @@ import errno as E
 import numpy as np
 
 from .errors import InvalidRequestError
+from .names import PATTERNS
 
-PATTERNS = ("tagged", "random", "walking-ones", "constant")
 TAG_MARKER = 0xA5
 _ADDR_BITS = 40
 _ADDR_MASK = (1 << _ADDR_BITS) - 1

@@ -16,6 +16,7 @@ import fcntl
 import mmap
 import os
 from types import TracebackType
+from typing import Any
 
 from . import uapi
 from .errors import PagebufError, PermissionDeniedError
@@ -74,6 +75,7 @@ class PhysMem:
             raise PhysMemError(f"unknown access method {method!r}", E.EINVAL)
         self.phys_addr, self.size, self.path, self.method = phys_addr, size, path, method
         self._map: mmap.mmap | None = None
+        self._arrays: dict[int, ctypes.Array[Any]] = {}  # per width, over the mapping
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_SYNC if sync else 0)
         try:
             self._fd = os.open(path, flags)
@@ -93,6 +95,7 @@ class PhysMem:
             raise _explain(exc, path, "mmap" if method == "mmap" else "ioctl") from None
 
     def close(self) -> None:
+        self._arrays.clear()  # they export the mapping's buffer: drop them first
         if self._map is not None:
             self._map.close()
             self._map = None
@@ -126,22 +129,30 @@ class PhysMem:
 
     def read(self, offset: int, width: int) -> int:
         """One load of exactly `width` bits (8, 16, 32, 64), little-endian host."""
-        ctype = WIDTHS[width]
         self._check(offset, width // 8, width // 8)
         if self._map is None:
             return int.from_bytes(self._pread(offset, width // 8), "little")
-        return int(ctype.from_buffer(self._map, self._skip + offset).value)
+        return int(self._array(width)[(self._skip + offset) // (width // 8)])
 
     def write(self, offset: int, width: int, value: int) -> None:
         """One store of exactly `width` bits."""
-        ctype = WIDTHS[width]
         self._check(offset, width // 8, width // 8)
         if not 0 <= value < 1 << width:
             raise PhysMemError(f"value {value:#x} does not fit in {width} bits", E.EINVAL)
         if self._map is None:
             self._pwrite(offset, value.to_bytes(width // 8, "little"))
             return
-        ctype.from_buffer(self._map, self._skip + offset).value = value
+        self._array(width)[(self._skip + offset) // (width // 8)] = value
+
+    def _array(self, width: int) -> ctypes.Array[Any]:
+        """The mapping as an array of `width`-bit integers: indexing it is one access of
+        exactly that width (alignment was checked, so the index is exact)."""
+        arr = self._arrays.get(width)
+        if arr is None:
+            assert self._map is not None
+            n = len(self._map) // (width // 8)
+            arr = self._arrays[width] = (WIDTHS[width] * n).from_buffer(self._map)
+        return arr
 
     def read8(self, offset: int) -> int:
         return self.read(offset, 8)

@@ -12,31 +12,17 @@ one by one.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import patterns
+from .sysinfo import cache_line_size
 
 STALE_WINDOW = 16  # how many earlier generations a stale line is matched against
 CLASSES = ("stale", "foreign", "random")
-
-
-def cache_line_size() -> int:
-    """The CPU's data cache line size: sysfs, then sysconf, then 64."""
-    path = Path("/sys/devices/system/cpu/cpu0/cache/index0/coherency_line_size")
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        pass
-    try:
-        return int(os.sysconf("SC_LEVEL1_DCACHE_LINESIZE")) or 64
-    except (ValueError, OSError):
-        return 64
 
 
 @dataclass(frozen=True)

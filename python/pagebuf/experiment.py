@@ -1,0 +1,339 @@
+"""Corruption-reproduction runs: the scenario of the reference note, as named arms.
+
+One arm, for each of its buffers:
+  1. prime   the kernel writes generation g-1 through its cached linear mapping, so on
+             real hardware its alias holds dirty lines;
+  2. (arm)   the arm's cache maintenance: `dma` hands the buffer to the "device"
+             (dma_sync_single_for_device), `flush` cleans and invalidates the lines;
+  3. write   generation g goes through the uncached user path (/dev/mem O_SYNC, or the
+             module's uncached mmap where /dev/mem is refused);
+  4. (ctl)   the `positive` control cleans the kernel's stale lines to memory, which
+             must corrupt where aliases are not coherent; injection writes stale data
+             to chosen lines through the kernel alias and cleans them, on any platform;
+  5. check   every interval for the duration, verify every buffer through the
+             uncached path (`dma` first hands it back: dma_sync_single_for_cpu).
+`single-cpu` is `cached` with the other CPUs offline for the arm, always brought back.
+
+Every check of every buffer is one JSON Lines record, written as it is measured.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+
+from . import access, cpus, doctor, patterns, uapi
+from .device import Buffer, Device
+from .errors import PagebufError
+from .names import CONTROLS, EXIT_BROKEN, EXIT_CLEAN, EXIT_CORRUPT, MODES
+from .physmem import PhysMem, PhysMemError
+from .results import ResultWriter
+from .verify import VerifyResult, cache_line_size, verify
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """What shapes a run; recorded in the header of its results."""
+
+    arms: tuple[str, ...] = ("cached",)
+    buffers: int = 4
+    order: int = 4
+    seed: int = 1
+    pattern: str = "tagged"
+    via: str = "auto"
+    duration: float = 5.0
+    interval: float = 1.0
+    pressure: str = "none"
+    busy_cpus: bool = False
+    inject_into: str | None = None
+    inject_lines: int = 8
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    verdict: str
+    note: str = ""
+    corrupted: set[tuple[int, int]] = field(default_factory=set)
+    injected: set[tuple[int, int]] = field(default_factory=set)
+
+
+class Progress:
+    """One line on stderr, rewritten in place; silent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K" + text)
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _pattern_bytes(params: RunParams, buf: Buffer, generation: int) -> bytes:
+    return patterns.generate(
+        params.pattern, phys_addr=buf.phys_addr, size=buf.size, generation=generation,
+        seed=params.seed + buf.id,
+    ).tobytes()  # fmt: skip
+
+
+def open_user_path(buf: Buffer, via: str, device_path: str | None) -> tuple[PhysMem, str]:
+    """The uncached user path to a buffer; `auto` takes /dev/mem, else the module's."""
+    if via != "auto":
+        return access.open_region(buf.phys_addr, buf.size, via=via, device_path=device_path), via
+    try:
+        mem = access.open_region(buf.phys_addr, buf.size, via="devmem", method="mmap")
+        return mem, "devmem"
+    except PhysMemError as exc:
+        if exc.errno not in (E.EPERM, E.EINVAL, E.ENOENT, E.EACCES):
+            raise
+    mem = access.open_region(buf.phys_addr, buf.size, via="mmap-uc", device_path=device_path)
+    return mem, "mmap-uc"
+
+
+def _inject_targets(params: RunParams, bufs: list[Buffer], line: int) -> list[tuple[Buffer, int]]:
+    rng = random.Random(params.seed)
+    slots = [(b, off) for b in bufs for off in range(0, b.size, line)]
+    return rng.sample(slots, min(params.inject_lines, len(slots)))
+
+
+@contextmanager
+def _pressure(kind: str, dev: Device, busy: bool) -> Iterator[None]:
+    """Cache pressure (a thrasher) and busy CPUs, as child processes killed on exit."""
+    children: list[int] = []
+    try:
+        if kind != "none":
+            children.append(_spawn(lambda: _thrash(kind, dev)))
+        if busy:
+            for _ in range(max((os.cpu_count() or 1) - 1, 0)):
+                children.append(_spawn(_spin))
+        yield
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except ProcessLookupError:
+                pass
+
+
+def _spawn(body: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:  # child: never returns into the caller's stack
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            body()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def _thrash(kind: str, dev: Device) -> None:
+    """Touch far more memory than any cache holds, so dirty lines get evicted."""
+    if kind == "kernel":
+        scratch = dev.alloc(min(dev.info().max_order, 10), file_owned=True)
+        data = os.urandom(scratch.size)
+        while True:
+            dev.kwrite(scratch.id, 0, data)
+    block = bytearray(64 << 20)
+    while True:
+        for off in range(0, len(block), 4096):
+            block[off] = (block[off] + 1) & 0xFF
+
+
+def _check(mem: PhysMem, buf: Buffer, p: RunParams, gen: int, line: int) -> VerifyResult:
+    """Verify one buffer through the user path: the mapping itself, or a read()."""
+    spec = {"pattern": p.pattern, "phys_addr": buf.phys_addr, "generation": gen,
+            "seed": p.seed + buf.id, "line_size": line}  # fmt: skip
+    if mem.method == "mmap":
+        with mem.view() as view:
+            return verify(view, **spec)
+    return verify(mem.read_bytes(0, buf.size), **spec)
+
+
+class Experiment:
+    """Runs arms one after another with the same seed, streaming records to `out`."""
+
+    def __init__(self, dev: Device, params: RunParams, out: ResultWriter,
+                 device_path: str | None = None) -> None:  # fmt: skip
+        self.dev = dev
+        self.params = params
+        self.out = out
+        self.device_path = device_path
+        self.line = cache_line_size()
+        self.info = dev.info()
+        self.report = doctor.diagnose(lambda: Device(device_path))
+        self.progress = Progress()
+
+    def header(self) -> None:
+        self.out.write({
+            "type": "header",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "params": asdict(self.params),
+            "module": self.info.to_dict(),
+            "line_size": self.line,
+            "kernel": os.uname().release,
+            "machine": os.uname().machine,
+            "doctor": self.report.to_dict(),
+        })  # fmt: skip
+
+    def run(self) -> list[ArmResult]:
+        self.header()
+        results = []
+        for arm in self.params.arms:
+            result = self.run_arm(arm)
+            results.append(result)
+            self.out.write({"type": "arm_summary", "arm": arm, "verdict": result.verdict,
+                            "note": result.note, "corrupted_lines": len(result.corrupted),
+                            "injected_lines": len(result.injected)})  # fmt: skip
+        code = exit_code(results)
+        self.out.write({"type": "summary", "exit_code": code,
+                        "verdicts": {r.arm: r.verdict for r in results}})  # fmt: skip
+        return results
+
+    def _skip_reason(self, arm: str) -> str | None:
+        if arm in ("flush", "positive") and not self.info.can_flush:
+            return "this architecture gives a module no cache clean (KFLUSH unsupported)"
+        injecting = arm == "inject" or self.params.inject_into == arm
+        if injecting and not self.info.can_inject:
+            return "the module was not loaded with inject=1"
+        return None
+
+    def run_arm(self, arm: str) -> ArmResult:
+        reason = self._skip_reason(arm)
+        if reason:
+            return ArmResult(arm, "skipped", reason)
+        with ExitStack() as stack:
+            if arm == "single-cpu":
+                stack.enter_context(cpus.single_cpu(keep=0))
+            bufs = [self.dev.alloc(self.params.order, dma=arm == "dma", file_owned=True)
+                    for _ in range(self.params.buffers)]  # fmt: skip
+            try:
+                return self._run_arm(arm, bufs, stack)
+            finally:
+                for b in bufs:
+                    self.dev.free(b.id)
+
+    def _run_arm(self, arm: str, bufs: list[Buffer], stack: ExitStack) -> ArmResult:
+        p = self.params
+        mems = []
+        for b in bufs:
+            mem, via = open_user_path(b, p.via, self.device_path)
+            mems.append(stack.enter_context(mem))
+        gen = 2
+        for b, mem in zip(bufs, mems):
+            self.dev.kwrite(b.id, 0, _pattern_bytes(p, b, gen - 1))  # prime: dirty alias
+            if arm == "dma":
+                self.dev.sync(b.id, uapi.SYNC_FOR_DEVICE)
+            elif arm == "flush":
+                self.dev.kflush(b.id)
+            mem.write_bytes(0, _pattern_bytes(p, b, gen))  # the user's uncached write
+            if arm == "positive":
+                self.dev.kflush(b.id)  # stale dirty lines cleaned over the user's data
+        injected: set[tuple[int, int]] = set()
+        if arm == "inject" or p.inject_into == arm:
+            for b, off in _inject_targets(p, bufs, self.line):
+                stale = _pattern_bytes(p, b, gen - 1)[off : off + self.line]
+                self.dev.inject(b.id, off, stale)
+                injected.add((b.id, off))
+            self.out.write({"type": "inject", "arm": arm,
+                            "lines": sorted([list(x) for x in injected])})  # fmt: skip
+
+        corrupted: set[tuple[int, int]] = set()
+        misclassified = 0
+        start = time.monotonic()
+        with _pressure(p.pressure, self.dev, p.busy_cpus and arm != "single-cpu"):
+            while True:
+                t = time.monotonic() - start
+                for b, mem in zip(bufs, mems):
+                    if arm == "dma":
+                        self.dev.sync(b.id, uapi.SYNC_FOR_CPU)
+                    t0 = time.perf_counter()
+                    res = _check(mem, b, p, gen, self.line)
+                    secs = time.perf_counter() - t0
+                    bad = [(m.phys_addr - b.phys_addr, m.classification) for m in res.mismatches]
+                    for off, cls in bad:
+                        corrupted.add((b.id, off))
+                        if (b.id, off) in injected and cls != "stale":
+                            misclassified += 1
+                    self.out.write({
+                        "type": "check", "arm": arm, "t": round(t, 3), "buffer": b.id,
+                        "phys_addr": b.phys_addr, "generation": gen,
+                        "lines_checked": res.lines_checked, "bad_lines": len(bad),
+                        **{c: res.counts.get(c, 0) for c in ("stale", "foreign", "random")},
+                        "bytes": b.size, "seconds": round(secs, 6),
+                        "bad": [[off, cls] for off, cls in bad],
+                    })  # fmt: skip
+                self.progress.show(f"[{arm}] {t:5.1f}/{p.duration:.1f}s  "
+                                   f"corrupted lines: {len(corrupted)}")  # fmt: skip
+                if t >= p.duration:
+                    break
+                time.sleep(max(0.0, min(p.interval, p.duration - t)))
+        self.progress.done()
+        return self._verdict(arm, corrupted, injected, misclassified)
+
+    def _verdict(self, arm: str, corrupted: set[tuple[int, int]],
+                 injected: set[tuple[int, int]], misclassified: int) -> ArmResult:  # fmt: skip
+        result = ArmResult(arm, "clean", corrupted=corrupted, injected=injected)
+        if injected:
+            missed, extra = injected - corrupted, corrupted - injected
+            if missed or extra or misclassified:
+                result.verdict = "broken"
+                result.note = (f"injection not detected exactly: {len(missed)} missed, "
+                               f"{len(extra)} extra, {misclassified} misclassified")  # fmt: skip
+            else:
+                result.verdict = "injected-detected"
+                result.note = f"all {len(injected)} injected lines found, nothing else"
+        elif arm == "positive":
+            result.verdict = "fired" if corrupted else "did-not-fire"
+            if not corrupted:
+                result.note = "positive control did not fire: " + self._why_coherent()
+        elif corrupted:
+            result.verdict = "corrupted"
+        return result
+
+    def _why_coherent(self) -> str:
+        for name in ("virtual machine", "self-snoop"):
+            f = self.report.get(name)
+            if f is not None and f.verdict in ("warn", "ok"):
+                return f"expected here ({name}: {f.detail}); this does not show the platform safe"
+        return "this platform kept the aliases coherent in this run; that does not prove it safe"
+
+
+def exit_code(results: list[ArmResult]) -> int:
+    if any(r.verdict == "broken" for r in results):
+        return EXIT_BROKEN
+    if any(r.verdict == "corrupted" for r in results):
+        return EXIT_CORRUPT
+    return EXIT_CLEAN
+
+
+def check_params(p: RunParams) -> None:
+    known = MODES + CONTROLS
+    bad = [a for a in p.arms if a not in known]
+    if bad or not p.arms:
+        raise PagebufError(f"unknown arm(s) {', '.join(bad) or '(none)'}: use {', '.join(known)}",
+                           E.EINVAL)  # fmt: skip
+    if p.inject_into is not None and p.inject_into not in p.arms:
+        raise PagebufError(f"--inject-into {p.inject_into}: that arm is not in this run", E.EINVAL)
+    if p.buffers < 1 or p.duration < 0 or p.interval <= 0 or p.inject_lines < 1:
+        raise PagebufError("buffers and inject lines must be >= 1, interval > 0", E.EINVAL)
+    if p.pattern not in patterns.PATTERNS:
+        raise PagebufError(f"unknown pattern {p.pattern!r}", E.EINVAL)
