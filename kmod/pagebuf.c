@@ -666,7 +666,8 @@ static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
 	pgprot_t prot;
 	int ret;
 
-	if ((phys >> PAGE_SHIFT) != vma->vm_pgoff)
+	/* A private mapping would copy on write: the buffer would never see it. */
+	if (!(vma->vm_flags & VM_SHARED) || (phys >> PAGE_SHIFT) != vma->vm_pgoff)
 		return -EINVAL;
 	buf = pagebuf_buf_find(phys, len);
 	if (!buf)

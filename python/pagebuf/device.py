@@ -7,10 +7,10 @@ import errno as E
 import fcntl
 import os
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from . import uapi
+from .closing import Closing
 from .discovery import find_device
 from .errors import NOT_LOADED, ModuleNotLoadedError, PagebufError, from_oserror
 
@@ -102,7 +102,7 @@ class ModuleInfo:
         }
 
 
-class Device:
+class Device(Closing):
     """An open /dev/pagebuf. Buffers allocated with file_owned=True die with it."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -123,17 +123,6 @@ class Device:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-    def __enter__(self) -> Device:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def ioctl(self, request: int, arg: ctypes.Structure, what: str) -> None:
         """Issue one ioctl on a struct in place; failures raise PagebufError."""

@@ -15,10 +15,10 @@ import errno as E
 import fcntl
 import mmap
 import os
-from types import TracebackType
 from typing import Any
 
 from . import uapi
+from .closing import Closing
 from .errors import PagebufError, PermissionDeniedError
 
 WIDTHS = {8: ctypes.c_uint8, 16: ctypes.c_uint16, 32: ctypes.c_uint32, 64: ctypes.c_uint64}
@@ -56,7 +56,7 @@ def _explain(exc: OSError, path: str, what: str) -> PhysMemError:
     return PhysMemError(f"{what} {path}: {exc.strerror}", exc.errno)
 
 
-class PhysMem:
+class PhysMem(Closing):
     """[phys_addr, phys_addr + size) of physical memory, mapped or read/written."""
 
     def __init__(
@@ -102,17 +102,6 @@ class PhysMem:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-    def __enter__(self) -> PhysMem:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _check(self, offset: int, length: int, align: int = 1) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:

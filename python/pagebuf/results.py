@@ -8,15 +8,16 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from .closing import Closing
 
 
 def default_path(prefix: str = "pagebuf-run") -> Path:
     return Path(time.strftime(f"{prefix}-%Y%m%d-%H%M%S.jsonl"))
 
 
-class ResultWriter:
+class ResultWriter(Closing):
     """Append records to a new file; each write reaches the disk before returning."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -30,17 +31,6 @@ class ResultWriter:
 
     def close(self) -> None:
         self._f.close()
-
-    def __enter__(self) -> ResultWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -110,3 +110,10 @@ def test_set_caching_rejects(dev: Device) -> None:
     from test_errors import raw
 
     assert raw(dev, uapi.IOC_SET_CACHING, uapi.PagebufCaching(mode=1, reserved=1)) == E.EINVAL
+
+
+def test_private_mappings_refused(dev: Device) -> None:
+    buf = dev.alloc(0)
+    with pytest.raises(OSError) as err:
+        mmap.mmap(dev.fileno(), PAGE, mmap.MAP_PRIVATE, offset=buf.phys_addr)
+    assert err.value.errno == E.EINVAL

@@ -147,3 +147,18 @@ def test_single_cpu_after_sigkill_then_cpus_restore(injectable: None, tmp_path: 
     rendered = pagebuf("report", str(out), "--json")
     assert rendered.returncode == 0
     assert rows(rendered.stdout)["single-cpu"]["checks"] >= 2
+
+
+@pytest.mark.parametrize("pressure", ["user", "kernel"])
+def test_pressure_and_busy_cpus(injectable: None, tmp_path: Path, pressure: str) -> None:
+    from conftest import sysfs_int
+
+    out = tmp_path / "p.jsonl"
+    proc = pagebuf("run", *QUICK, "--pressure", pressure, "--busy-cpus", "--output", str(out),
+                   "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = rows(proc.stdout)
+    assert got["cached"]["verdict"] == "clean" and got["inject"]["verdict"] == "injected-detected"
+    assert records(out)[0]["params"]["pressure"] == pressure
+    # The kernel thrasher holds a file-owned buffer: none left means it is gone too.
+    assert sysfs_int("nr_buffers") == 0

@@ -13,8 +13,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from .errors import VmError
 from .kernels import GuestKernel
@@ -109,6 +111,19 @@ def run_in_vm(cfg: VmConfig, command: str, *, dry_run: bool = False) -> int:
         return 0
     if not Path(argv[0]).exists():
         raise VmError("virtme-ng (vng) is not installed: run `make setup`")
-    # vng needs a terminal-less stdin to behave in CI.
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False, env=os.environ.copy())
-    return proc.returncode
+    # QEMU reopens a file given as its stdout with O_TRUNC, which wipes a log that the
+    # caller redirected into: hand it pipes and copy them out instead.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=os.environ.copy())  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    copier = threading.Thread(target=_copy, args=(proc.stderr, sys.stderr.buffer))
+    copier.start()
+    _copy(proc.stdout, sys.stdout.buffer)
+    copier.join()
+    return proc.wait()
+
+
+def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
+    while chunk := src.read1(65536):  # type: ignore[attr-defined]
+        dst.write(chunk)
+        dst.flush()
