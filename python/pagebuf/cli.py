@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import signal
 import sys
@@ -332,12 +333,20 @@ def _params(args: argparse.Namespace) -> RunParams:
     )  # fmt: skip
 
 
-def _print_rows(path: str, as_json: bool) -> list[report.ArmRow]:
-    _, rows = report.summarize(read_records(path))
+def _print_rows(rows: list[report.ArmRow], as_json: bool) -> None:
     if as_json:
         _print_json([r.to_dict() for r in rows])
     else:
         print(report.render_table(rows))
+
+
+def _read_rows(path: str) -> list[report.ArmRow]:
+    try:
+        header, rows = report.summarize(read_records(path))
+    except OSError as exc:
+        raise errors.PagebufError(f"{path}: {exc.strerror}", exc.errno) from None
+    if header is None and not rows:
+        raise errors.PagebufError(f"{path}: no pagebuf run records in it", errno.EINVAL)
     return rows
 
 
@@ -357,15 +366,15 @@ def run_experiment(args: argparse.Namespace) -> int:
             results = experiment.Experiment(dev, params, out, args.device).run()
         finally:
             print(f"results: {path}", file=sys.stderr)
-    _print_rows(path, args.json)
+    _print_rows(_read_rows(path), args.json)
     return experiment.exit_code(results)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    try:
-        rows = _print_rows(args.file, args.json)
-    except OSError as exc:
-        raise errors.PagebufError(f"{args.file}: {exc.strerror}", exc.errno) from None
+    if args.plot and not args.plot.lower().endswith((".svg", ".png", ".pdf")):
+        raise errors.PagebufError(f"{args.plot}: the plot is written as .svg, .png or .pdf")
+    rows = _read_rows(args.file)
+    _print_rows(rows, args.json)
     if args.plot:
         from .plot import plot
 
@@ -390,14 +399,12 @@ def run_cpus(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return run_doctor(args)
-    if args.command in ("run", "compare"):
+    if args.command in ("run", "compare", "report"):
         try:
-            return run_experiment(args)
+            return run_experiment(args) if args.command != "report" else run_report(args)
         except errors.PagebufError as exc:
-            exc.exit_code = names.EXIT_ENV  # run's contract: 2 for usage/environment
+            exc.exit_code = names.EXIT_ENV  # their contract: 2 for usage/environment
             raise
-    if args.command == "report":
-        return run_report(args)
     if args.command == "cpus":
         return run_cpus(args)
     if args.command == "mem":

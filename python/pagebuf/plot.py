@@ -61,6 +61,10 @@ def plot(records: Iterable[dict[str, Any]], out: str | Path, page_size: int = 40
     ax2.set_xlabel(f"page (all {len(all_pages)} pages checked, buffer by buffer)")
     ax2.set_title("Where corruption struck (corrupted lines per page)")
     fig.colorbar(im, ax=ax2, label="lines")
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        fig.savefig(out)
+    except OSError as exc:
+        raise PagebufError(f"{out}: cannot write the plot: {exc.strerror}", exc.errno) from None
+    finally:
+        plt.close(fig)
     return out

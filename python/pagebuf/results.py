@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .closing import Closing
+from .errors import PagebufError
 
 
 def default_path(prefix: str = "pagebuf-run") -> Path:
@@ -22,7 +23,15 @@ class ResultWriter(Closing):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._f = self.path.open("x", encoding="utf-8")
+        try:
+            self._f = self.path.open("x", encoding="utf-8")
+        except FileExistsError as exc:
+            raise PagebufError(
+                f"{path}: already exists; pagebuf never overwrites results (pick another --output)",
+                exc.errno,
+            ) from None
+        except OSError as exc:
+            raise PagebufError(f"{path}: cannot create: {exc.strerror}", exc.errno) from None
 
     def write(self, record: dict[str, Any]) -> None:
         self._f.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,46 @@ def test_status(fake: type[FakeDevice], capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["status", "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert obj["max_order"] == 10 and obj["dma_coherent"] is True
+
+
+def test_report_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Usage and environment errors of report: never a traceback, always exit 2."""
+    good = tmp_path / "run.jsonl"
+    good.write_text(json.dumps({"type": "check", "arm": "cached", "t": 0.0, "buffer": 1,
+                                "bytes": 4096, "lines_checked": 64, "bad_lines": 0,
+                                "bad": [], "seconds": 0.001}) + "\n")  # fmt: skip
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 4)
+    cases = [
+        (["report", str(tmp_path / "missing.jsonl")], "No such file"),
+        (["report", str(tmp_path)], "Is a directory"),
+        (["report", str(junk)], "no pagebuf run records"),
+        (["report", str(good), "--plot", str(tmp_path / "x.gif")], ".svg, .png or .pdf"),
+        (["report", str(good), "--plot", str(tmp_path / "no" / "dir" / "x.svg")], "cannot write"),
+        (["--device", "/nonexistent", "run", "--output", str(good)], "not loaded"),
+    ]
+    for argv, message in cases:
+        proc = run_cli(*argv)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr and message in proc.stderr, (argv, proc.stderr)
+        assert len(proc.stderr.splitlines()) == 1, (argv, proc.stderr)
+    assert good.read_text().count("\n") == 1  # an existing --output is never touched
+
+
+def test_run_refuses_to_overwrite_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.jsonl"
+    out.write_text("precious\n")
+    monkeypatch.setattr(cli, "Device", lambda path=None: FakeOpen())
+    assert cli.main(["run", "--output", str(out)]) == 2
+    assert out.read_text() == "precious\n"
+    assert "already exists" in capsys.readouterr().err
+
+
+class FakeOpen:
+    def __enter__(self) -> FakeOpen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pagebuf.errors import PagebufError
 from pagebuf.results import ResultWriter, read_records
 
 
@@ -22,8 +23,9 @@ def test_round_trip_and_truncated_tail(tmp_path: Path) -> None:
 def test_writer_never_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
     path.write_text("precious\n")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(PagebufError, match="never overwrites") as err:
         ResultWriter(path)
+    assert err.value.errno == 17  # EEXIST
     assert path.read_text() == "precious\n"
 
 

@@ -1,0 +1,63 @@
+"""`make vm CMD=...` for real: boots Debian's kernel under QEMU with the module loaded.
+
+The interface other scripts rely on: the guest command's output on stdout, and make
+exits non-zero exactly when the guest command fails. Each boot costs about a minute of
+emulation, so there are two: one command that succeeds, one that fails.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pagebuf.vm import VmError
+from pagebuf.vm.kernels import debian_kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bootable() -> str | None:
+    try:
+        debian_kernel()
+    except VmError as exc:
+        return str(exc)
+    if not (shutil.which("vng") or (Path(sys.executable).parent / "vng").exists()):
+        return "virtme-ng is not installed: run `make setup`"
+    if not shutil.which("qemu-system-x86_64"):
+        return "qemu-system-x86_64 is not installed: run `make setup`"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_bootable() is not None, reason=str(_bootable()))
+
+
+def make_vm(cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "vm", "KERNEL=debian", f"CMD={cmd}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_make_vm_alloc_prints_the_buffer_on_stdout() -> None:
+    proc = make_vm("pagebuf alloc --order 2 --dma --json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    buf = json.loads(proc.stdout)  # stdout is the guest command's output and nothing else
+    assert buf["order"] == 2 and buf["pages"] == 4 and buf["size"] == 4 * 4096
+    assert buf["dma"] is True and buf["dma_addr"] is not None
+    assert buf["phys_addr"] % (4 * 4096) == 0 and buf["owner"] == "module"
+
+
+def test_make_vm_fails_exactly_when_the_guest_command_fails() -> None:
+    # 'exit 7' after a failing pagebuf call: the status of the whole command comes back.
+    proc = make_vm("pagebuf alloc --order 99; echo after; exit 7")
+    assert proc.returncode != 0
+    assert proc.stdout == "after\n"
+    assert "pagebuf: alloc order 99: invalid request" in proc.stderr
+    assert "Error 7" in proc.stderr  # make names the guest command's own status
