@@ -41,7 +41,7 @@ modules:
 
 clean:
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd kmod/modules.order \
-		.*.cmd modules.order Module.symvers
+		.*.cmd .module-common.o modules.order Module.symvers
 	rm -rf .tmp_versions
 
 $(SETUP_STAMP):
@@ -67,8 +67,9 @@ test-vm: $(SETUP_STAMP)
 	$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) \
 		"$(PYTHON) -m pytest -q -p no:cacheprovider --durations=8 tests/vm"
 
-# The whole suite: static checks, host tests, then the in-VM suite on every kernel.
-test: check test-host
+# The whole suite: static checks, the test kernel (built once, then cached: the host
+# tests build the module against it too), host tests, then the in-VM suite on each kernel.
+test: check kernel test-host
 	@for k in $(KERNELS); do \
 		echo "== in-VM suite on the $$k kernel"; \
 		$(MAKE) --no-print-directory test-vm KERNEL=$$k || exit 1; \

@@ -343,29 +343,33 @@ static int pagebuf_ioctl_list(struct pagebuf_list *req)
 	struct pagebuf_buffer *snap = NULL;
 	struct pagebuf_buf *buf;
 	unsigned long index;
-	u32 i, n = 0;
+	u32 i, want, n = 0;
 	int ret = 0;
 
 	if (req->count || req->total || req->entry_size < entry ||
 	    req->entry_size > PAGE_SIZE || (req->capacity && !req->buffers))
 		return -EINVAL;
 
-	if (req->capacity) {
-		/* Buffers hold at least a page each: this bounds the array. */
-		snap = kvcalloc(min_t(unsigned long, req->capacity,
-				      pagebuf_max_pages), entry, GFP_KERNEL);
-		if (!snap)
-			return -ENOMEM;
-	}
-
 	mutex_lock(&pagebuf_lock);
 	req->total = pagebuf_nr_buffers;
+	/* Never more than exist: the caller's capacity may be anything. */
+	want = min(req->capacity, req->total);
+	if (want) {
+		snap = kvcalloc(want, entry, GFP_KERNEL | __GFP_NOWARN);
+		if (!snap) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
+	}
 	xa_for_each(&pagebuf_bufs, index, buf) {
-		if (n == req->capacity || n == pagebuf_max_pages)
+		if (n == want)
 			break;
 		pagebuf_buf_describe(buf, &snap[n++]);
 	}
+out_unlock:
 	mutex_unlock(&pagebuf_lock);
+	if (ret)
+		return ret;
 
 	for (i = 0; i < n; i++) {
 		void __user *dst = ubuf + (size_t)i * req->entry_size;
@@ -506,6 +510,8 @@ out_put:
 /*
  * Map a caller's command to the kernel's: same type, number and direction,
  * any size from the first version of the struct on (dma-heap's scheme).
+ * Today every struct is at version 1, so that size is the kernel's own;
+ * a struct that grows keeps its version 1 size as the floor here.
  */
 static unsigned int pagebuf_kernel_cmd(unsigned int ucmd)
 {
@@ -599,8 +605,8 @@ static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
 	if (ret || !(_IOC_DIR(kcmd) & _IOC_READ))
 		return ret;
 
-	if (copy_to_user(uarg, &data, ksize) ||
-	    clear_user(uarg + ksize, usize - ksize)) {
+	if (copy_to_user(uarg, &data, min(usize, ksize)) ||
+	    (usize > ksize && clear_user(uarg + ksize, usize - ksize))) {
 		/* The caller never learnt the new buffer's id: take it back. */
 		if (kcmd == PAGEBUF_IOC_ALLOC) {
 			mutex_lock(&pagebuf_lock);
@@ -666,8 +672,12 @@ static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
 	pgprot_t prot;
 	int ret;
 
-	/* A private mapping would copy on write: the buffer would never see it. */
-	if (!(vma->vm_flags & VM_SHARED) || (phys >> PAGE_SHIFT) != vma->vm_pgoff)
+	/*
+	 * A private mapping would copy on write: the buffer would never see it.
+	 * VM_MAYSHARE, not VM_SHARED: a read-only MAP_SHARED of a file opened
+	 * O_RDONLY has only the former.
+	 */
+	if (!(vma->vm_flags & VM_MAYSHARE) || (phys >> PAGE_SHIFT) != vma->vm_pgoff)
 		return -EINVAL;
 	buf = pagebuf_buf_find(phys, len);
 	if (!buf)

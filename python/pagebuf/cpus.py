@@ -50,12 +50,38 @@ def _set_online(cpu: int, online: bool, sysfs: Path) -> None:
 
 
 def _write_state(cpus: list[int], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"offlined": cpus, "pid": os.getpid()}) + "\n")
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"offlined": cpus, "pid": os.getpid()}) + "\n")
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        raise PagebufError(
+            f"cannot record the CPUs to take offline in {path}: {exc.strerror} "
+            "(set PAGEBUF_STATE_DIR to a writable directory)",
+            exc.errno,
+        ) from None
+
+
+def _read_state(path: Path) -> list[int] | None:
+    """The CPUs a state file lists; None if there is none; an error if it is damaged."""
+    try:
+        cpus = json.loads(path.read_text())["offlined"]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PagebufError(f"cannot read {path}: {exc.strerror}", exc.errno) from None
+    except (ValueError, KeyError, TypeError):
+        cpus = None
+    if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):
+        raise PagebufError(
+            f"{path} is damaged: bring CPUs back with `echo 1 > "
+            f"{SYSFS_CPU}/cpuN/online`, then delete it",
+            E.EINVAL,
+        )
+    return cpus
 
 
 def offline_others(keep: int = 0, sysfs: Path = SYSFS_CPU, state: Path | None = None) -> list[int]:
@@ -84,9 +110,8 @@ def offline_others(keep: int = 0, sysfs: Path = SYSFS_CPU, state: Path | None = 
 def restore(sysfs: Path = SYSFS_CPU, state: Path | None = None) -> list[int]:
     """Bring back every CPU the state file lists; remove it. Returns those CPUs."""
     state = state or state_path()
-    try:
-        cpus = json.loads(state.read_text())["offlined"]
-    except FileNotFoundError:
+    cpus = _read_state(state)
+    if cpus is None:
         return []
     for cpu in cpus:
         _set_online(cpu, True, sysfs)
@@ -100,7 +125,10 @@ def single_cpu(
 ) -> Iterator[list[int]]:
     """Run the body on CPU `keep` alone; the others come back however the body ends."""
     previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {keep})
+    try:
+        os.sched_setaffinity(0, {keep})
+    except OSError as exc:
+        raise PagebufError(f"cannot run on cpu{keep} alone: {exc.strerror}", exc.errno) from None
     try:
         offlined = offline_others(keep, sysfs, state)
         try:

@@ -165,6 +165,22 @@ def check_dma(report: Report, cmdline: str) -> None:
     report.add("swiotlb", "warn" if forced else "info", "forced" if forced else "not forced")
 
 
+def probe_dma(report: Report, dev: Device) -> None:
+    """Map a page for DMA and compare addresses: a DMA address other than the physical
+    one means an IOMMU or a bounce buffer (swiotlb) stands between device and page."""
+    buf = dev.alloc(0, dma=True, file_owned=True)
+    try:
+        if buf.dma_addr == buf.phys_addr:
+            detail = "direct mapping: no IOMMU or bounce buffer for pagebuf's device"
+            report.add("DMA address", "info", "= physical", detail)
+        else:
+            value = f"0x{buf.dma_addr or 0:x} != 0x{buf.phys_addr:x}"
+            detail = "translated: an IOMMU or swiotlb bounce buffer is in use"
+            report.add("DMA address", "info", value, detail)
+    finally:
+        dev.free(buf.id)
+
+
 def probe_devmem(report: Report, dev: Device) -> None:
     """Write a token through the kernel view of a pagebuf page; look for it via /dev/mem."""
     buf = dev.alloc(0, file_owned=True)
@@ -249,7 +265,11 @@ def diagnose(open_device: Callable[[], Device] = Device) -> Report:
         return report
     with dev:
         check_module(report, dev)
-        probe_devmem(report, dev)
+        try:
+            probe_dma(report, dev)
+            probe_devmem(report, dev)
+        except PagebufError as exc:  # e.g. the module's page quota is used up
+            report.add("live probes", "warn", "not run", exc.message)
     return report
 
 

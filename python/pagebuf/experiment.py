@@ -19,6 +19,7 @@ Every check of every buffer is one JSON Lines record, written as it is measured.
 
 from __future__ import annotations
 
+import ctypes
 import errno as E
 import os
 import random
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 
-from . import access, cpus, doctor, patterns, uapi
+from . import __version__, access, cpus, doctor, patterns, uapi
 from .device import Buffer, Device
 from .errors import PagebufError
 from .names import CONTROLS, EXIT_BROKEN, EXIT_CLEAN, EXIT_CORRUPT, MODES
@@ -110,33 +111,56 @@ def _inject_targets(params: RunParams, bufs: list[Buffer], line: int) -> list[tu
 
 
 @contextmanager
-def _pressure(kind: str, dev: Device, busy: bool) -> Iterator[None]:
-    """Cache pressure (a thrasher) and busy CPUs, as child processes killed on exit."""
-    children: list[int] = []
+def _pressure(kind: str, device_path: str | None, busy: bool) -> Iterator[None]:
+    """Cache pressure (a thrasher) and busy CPUs, as child processes killed on exit.
+
+    Each child dies with the tool (PR_SET_PDEATHSIG), so a kill -9 of the tool leaves
+    nothing spinning and no child holding /dev/pagebuf open (which would keep the
+    run's file-owned buffers alive). A thrasher that dies early fails the run.
+    """
+    children: list[tuple[int, str]] = []
     try:
         if kind != "none":
-            children.append(_spawn(lambda: _thrash(kind, dev)))
+            children.append((_spawn(lambda: _thrash(kind, device_path)), f"{kind} thrasher"))
         if busy:
             for _ in range(max((os.cpu_count() or 1) - 1, 0)):
-                children.append(_spawn(_spin))
+                children.append((_spawn(_spin), "busy-CPU spinner"))
         yield
+        for pid, what in children:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.remove((pid, what))
+                raise PagebufError(f"the {what} stopped early (status {status:#x}); "
+                                   "the run did not have the pressure it asked for")  # fmt: skip
     finally:
-        for pid in children:
+        for pid, _ in children:
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-            except ProcessLookupError:
+            except (ProcessLookupError, ChildProcessError):
                 pass
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def _spawn(body: Callable[[], None]) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # child: never returns into the caller's stack
+        code = 0
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(0)
             body()
+        except BaseException as exc:  # reported, then the child ends
+            print(f"pagebuf: pressure child: {exc}", file=sys.stderr)
+            code = 1
         finally:
-            os._exit(0)
+            os._exit(code)
     return pid
 
 
@@ -145,13 +169,15 @@ def _spin() -> None:
         pass
 
 
-def _thrash(kind: str, dev: Device) -> None:
+def _thrash(kind: str, device_path: str | None) -> None:
     """Touch far more memory than any cache holds, so dirty lines get evicted."""
     if kind == "kernel":
-        scratch = dev.alloc(min(dev.info().max_order, 10), file_owned=True)
-        data = os.urandom(scratch.size)
-        while True:
-            dev.kwrite(scratch.id, 0, data)
+        # Its own open file: the scratch buffer is freed when this child dies.
+        with Device(device_path) as dev:
+            scratch = dev.alloc(min(dev.info().max_order, 10), file_owned=True)
+            data = os.urandom(scratch.size)
+            while True:
+                dev.kwrite(scratch.id, 0, data)
     block = bytearray(64 << 20)
     while True:
         for off in range(0, len(block), 4096):
@@ -189,6 +215,7 @@ class Experiment:
             "params": asdict(self.params),
             "module": self.info.to_dict(),
             "line_size": self.line,
+            "pagebuf_version": __version__,
             "kernel": os.uname().release,
             "machine": os.uname().machine,
             "doctor": self.report.to_dict(),
@@ -213,7 +240,10 @@ class Experiment:
             return "this architecture gives a module no cache clean (KFLUSH unsupported)"
         injecting = arm == "inject" or self.params.inject_into == arm
         if injecting and not self.info.can_inject:
-            return "the module was not loaded with inject=1"
+            return (
+                "the module was not loaded with inject=1, so this run did not prove "
+                "that its detector finds corruption"
+            )
         return None
 
     def run_arm(self, arm: str) -> ArmResult:
@@ -259,7 +289,7 @@ class Experiment:
         corrupted: set[tuple[int, int]] = set()
         misclassified = 0
         start = time.monotonic()
-        with _pressure(p.pressure, self.dev, p.busy_cpus and arm != "single-cpu"):
+        with _pressure(p.pressure, self.device_path, p.busy_cpus and arm != "single-cpu"):
             while True:
                 t = time.monotonic() - start
                 for b, mem in zip(bufs, mems):

@@ -21,6 +21,7 @@ from . import uapi
 from .closing import Closing
 from .errors import PagebufError, PermissionDeniedError
 
+MAX_OFFSET = 2**63 - 1
 WIDTHS = {8: ctypes.c_uint8, 16: ctypes.c_uint16, 32: ctypes.c_uint32, 64: ctypes.c_uint64}
 
 
@@ -71,6 +72,9 @@ class PhysMem(Closing):
     ) -> None:
         if size <= 0 or phys_addr < 0:
             raise PhysMemError(f"empty or negative range 0x{phys_addr:x}+{size}", E.EINVAL)
+        if phys_addr + size > MAX_OFFSET:  # a file offset (off_t) cannot reach it
+            raise PhysMemError(f"0x{phys_addr:x}+{size} is beyond any physical address",
+                               E.EINVAL)  # fmt: skip
         if method not in ("mmap", "rw"):
             raise PhysMemError(f"unknown access method {method!r}", E.EINVAL)
         self.phys_addr, self.size, self.path, self.method = phys_addr, size, path, method

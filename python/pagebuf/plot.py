@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PagebufError
+from .report import parse_check
 
 
 def plot(records: Iterable[dict[str, Any]], out: str | Path, page_size: int = 4096) -> Path:
@@ -31,16 +32,17 @@ def plot(records: Iterable[dict[str, Any]], out: str | Path, page_size: int = 40
     pages: dict[str, dict[tuple[int, int], int]] = defaultdict(lambda: defaultdict(int))
     npages: dict[int, int] = {}
     for rec in records:
-        if rec.get("type") != "check" or not isinstance(rec.get("arm"), str):
+        check = parse_check(rec)
+        if check is None:
             continue
-        arm, buf = rec["arm"], int(rec.get("buffer", 0))
-        npages[buf] = max(npages.get(buf, 1), int(rec.get("bytes", 0)) // page_size)
-        for offset, _cls in rec.get("bad") or []:
-            key = (buf, int(offset))
+        arm, buf = check.arm, check.buffer
+        npages[buf] = max(npages.get(buf, 1), check.bytes // page_size)
+        for offset, _cls in check.bad:
+            key = (buf, offset)
             if key not in seen[arm]:
                 seen[arm].add(key)
-                pages[arm][(buf, int(offset) // page_size)] += 1
-        series[arm].append((float(rec.get("t", 0.0)), len(seen[arm])))
+                pages[arm][(buf, offset // page_size)] += 1
+        series[arm].append((check.t, len(seen[arm])))
     if not series:
         raise PagebufError("no check records to plot", None)
 

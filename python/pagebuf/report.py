@@ -43,6 +43,38 @@ class ArmRow:
         return d
 
 
+@dataclass(frozen=True)
+class Check:
+    """One check record of one buffer, its fields typed."""
+
+    arm: str
+    t: float
+    buffer: int
+    bytes: int
+    lines_checked: int
+    seconds: float
+    bad: tuple[tuple[int, str], ...]
+
+
+def parse_check(rec: dict[str, Any]) -> Check | None:
+    """A check record, or None for anything else, malformed records included (a file
+    edited or written by something else renders as far as it makes sense)."""
+    if rec.get("type") != "check" or not isinstance(rec.get("arm"), str):
+        return None
+    try:
+        return Check(
+            arm=rec["arm"],
+            t=float(rec.get("t", 0.0)),
+            buffer=int(rec.get("buffer", 0)),
+            bytes=int(rec.get("bytes", 0)),
+            lines_checked=int(rec.get("lines_checked", 0)),
+            seconds=float(rec.get("seconds", 0.0)),
+            bad=tuple((int(off), str(cls)) for off, cls in rec.get("bad") or ()),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
 def summarize(records: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[ArmRow]]:
     """The header (if any) and one row per arm, in the order arms first appear."""
     header = None
@@ -52,15 +84,13 @@ def summarize(records: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None,
         if kind == "header":
             header = rec
             continue
-        arm = rec.get("arm")
-        if not isinstance(arm, str):
-            continue
-        row = rows.setdefault(arm, ArmRow(arm))
-        if kind == "check":
-            _add_check(row, rec)
-        elif kind == "arm_summary":
-            row.verdict = rec.get("verdict", row.verdict)
-            row.note = rec.get("note", "")
+        check = parse_check(rec)
+        if check is not None:
+            _add_check(rows.setdefault(check.arm, ArmRow(check.arm)), check)
+        elif kind == "arm_summary" and isinstance(rec.get("arm"), str):
+            row = rows.setdefault(rec["arm"], ArmRow(rec["arm"]))
+            row.verdict = str(rec.get("verdict", row.verdict))
+            row.note = str(rec.get("note", ""))
     for row in rows.values():
         for cls in CLASSES:
             setattr(row, cls, sum(1 for c in row.bad.values() if c == cls))
@@ -68,16 +98,15 @@ def summarize(records: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None,
     return header, list(rows.values())
 
 
-def _add_check(row: ArmRow, rec: dict[str, Any]) -> None:
+def _add_check(row: ArmRow, check: Check) -> None:
     row.checks += 1
-    row.lines_checked += int(rec.get("lines_checked", 0))
-    row.bytes_verified += int(rec.get("bytes", 0))
-    row.verify_seconds += float(rec.get("seconds", 0.0))
-    bad = rec.get("bad") or []
-    if rec.get("bad_lines") and row.first_corruption_s is None:
-        row.first_corruption_s = float(rec.get("t", 0.0))
-    for offset, cls in bad:
-        row.bad[(int(rec.get("buffer", 0)), int(offset))] = str(cls)
+    row.lines_checked += check.lines_checked
+    row.bytes_verified += check.bytes
+    row.verify_seconds += check.seconds
+    if check.bad and row.first_corruption_s is None:
+        row.first_corruption_s = check.t
+    for offset, cls in check.bad:
+        row.bad[(check.buffer, offset)] = cls
 
 
 def render_table(rows: list[ArmRow]) -> str:

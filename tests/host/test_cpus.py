@@ -62,3 +62,21 @@ def test_failure_midway_restores_what_went(sysfs: Path, tmp_path: Path) -> None:
         cpus.offline_others(0, sysfs, state)
     assert (sysfs / "cpu1" / "online").read_text() == "1"
     assert (sysfs / "cpu2" / "online").read_text() == "1"
+
+
+@pytest.mark.parametrize("text", ["not json", '{"pid": 1}', '{"offlined": "1,2"}', "[1]"])
+def test_a_damaged_state_file_is_a_clear_error(sysfs: Path, tmp_path: Path, text: str) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(text)
+    with pytest.raises(PagebufError, match="damaged") as err:
+        cpus.restore(sysfs, state)
+    assert "online" in err.value.message  # says how to finish by hand
+    assert state.exists()  # kept for the person to look at
+
+
+def test_an_unwritable_state_dir_is_a_clear_error(sysfs: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(PagebufError, match="PAGEBUF_STATE_DIR"):
+        cpus.offline_others(0, sysfs, blocker / "sub" / "state.json")
+    assert states(sysfs) == ["1", "1", "1"]  # nothing went offline unrecorded

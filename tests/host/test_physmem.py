@@ -78,3 +78,10 @@ def test_open_errors_name_the_cause(tmp_path: Path) -> None:
         PhysMem(0, 8, path=str(tmp_path / "missing"))
     with pytest.raises(PhysMemError):
         PhysMem(0, 0, path=str(tmp_path / "missing"))
+
+
+def test_addresses_beyond_any_file_offset_refused(tmp_path: Path) -> None:
+    for phys in (2**63 - 4, 2**64):
+        with pytest.raises(PhysMemError, match="beyond any physical address") as err:
+            PhysMem(phys, 8, path=str(tmp_path / "never-opened"))
+        assert err.value.exit_code == 8

@@ -72,3 +72,21 @@ def test_plot_refuses_empty_and_unknown_formats(tmp_path: Path) -> None:
         plot([{"type": "header"}], tmp_path / "x.svg")
     with pytest.raises(PagebufError, match=".svg, .png"):
         plot(records(), tmp_path / "x.gif")
+
+
+def test_malformed_records_are_skipped_not_fatal(tmp_path: Path) -> None:
+    from pagebuf.plot import plot
+
+    bad = [
+        {"type": "check", "arm": "cached", "bad": [[1]]},
+        {"type": "check", "arm": "cached", "lines_checked": "x"},
+        {"type": "check", "arm": "cached", "bad": 5},
+        {"type": "check", "arm": 3},
+    ]
+    recs = records()[:3] + bad + records()[3:]
+    _, rows = summarize(recs)
+    want = {r.arm: r for r in summarize(records())[1]}
+    assert [(r.arm, r.checks, r.corrupted_lines) for r in rows] == [
+        (a, want[a].checks, want[a].corrupted_lines) for a in ("cached", "dma")
+    ]
+    assert plot(recs, tmp_path / "p.svg").stat().st_size > 10_000

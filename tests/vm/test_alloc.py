@@ -106,3 +106,30 @@ def test_concurrent_alloc_free(dev: Device) -> None:
         assert sum(pool.map(churn, range(8))) == 400
     assert dev.info().pages_in_use == 0
     assert dev.buffers() == []
+
+
+def test_cli_lifecycle_against_the_module(module: None) -> None:
+    """alloc, list, info, status, free and free --all as a user types them."""
+    import json
+    import subprocess
+
+    def pagebuf(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["pagebuf", *argv], capture_output=True, text=True)
+
+    a = json.loads(pagebuf("alloc", "--order", "2", "--dma", "--json").stdout)
+    b = pagebuf("alloc", "--order", "0")
+    assert b.returncode == 0 and b.stdout.startswith("id ")
+    b_id = int(b.stdout.split()[1])
+    listed = json.loads(pagebuf("list", "--json").stdout)
+    assert [x["id"] for x in listed] == [a["id"], b_id]
+    assert listed[0] == a and a["dma"] and a["size"] == 4 * PAGE
+    table = pagebuf("list").stdout.splitlines()
+    assert table[0].split()[:2] == ["ID", "PHYS_ADDR"] and len(table) == 3
+    assert json.loads(pagebuf("info", str(b_id), "--json").stdout)["order"] == 0
+    status = json.loads(pagebuf("status", "--json").stdout)
+    assert (status["nr_buffers"], status["pages_in_use"]) == (2, 5)
+    assert pagebuf("free", str(b_id)).returncode == 0
+    gone = pagebuf("info", str(b_id))
+    assert gone.returncode == 6 and gone.stderr.startswith("pagebuf: buffer")
+    assert pagebuf("free", "--all").stdout.strip() == "freed 1 buffer(s)"
+    assert sysfs_int("nr_buffers") == 0 and sysfs_int("pages_in_use") == 0

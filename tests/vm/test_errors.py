@@ -124,3 +124,20 @@ def test_bad_user_pointers(dev: Device) -> None:
     assert raw(dev, uapi.IOC_ALLOC, 16) == E.EFAULT
     assert raw(dev, uapi.IOC_GET_INFO, 16) == E.EFAULT
     assert sysfs_int("nr_buffers") == 0
+
+
+def test_list_with_a_huge_capacity_and_limit(module: None) -> None:
+    """Kernel memory for LIST follows what exists, not what the caller or max_pages say:
+    capacity U32_MAX under max_pages=10^8 once asked kvmalloc for gigabytes (a WARN)."""
+    from conftest import reload
+
+    reload("max_pages=100000000")
+    with Device() as dev:
+        dev.alloc(0)
+        array = (uapi.PagebufBuffer * 2)()
+        req = uapi.PagebufList(buffers=ctypes.addressof(array), capacity=2**32 - 1,
+                               entry_size=ctypes.sizeof(uapi.PagebufBuffer))  # fmt: skip
+        assert raw(dev, uapi.IOC_LIST, req) == 0
+        assert (req.count, req.total) == (1, 1) and array[0].id > 0 and array[1].id == 0
+        dev.free_all()
+    reload()

@@ -117,3 +117,60 @@ def test_private_mappings_refused(dev: Device) -> None:
     with pytest.raises(OSError) as err:
         mmap.mmap(dev.fileno(), PAGE, mmap.MAP_PRIVATE, offset=buf.phys_addr)
     assert err.value.errno == E.EINVAL
+
+
+def test_read_only_shared_mapping(dev: Device) -> None:
+    """A tool that opens O_RDONLY and maps PROT_READ (VM_MAYSHARE without VM_SHARED)."""
+    buf = dev.alloc(1)
+    dev.kwrite(buf.id, 0, b"readonly" * 8)
+    fd = os.open("/dev/pagebuf", os.O_RDONLY)
+    try:
+        with mmap.mmap(fd, buf.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=buf.phys_addr) as m:
+            assert m[:64] == b"readonly" * 8
+        with pytest.raises(OSError) as err:  # and no way to write through it
+            mmap.mmap(fd, PAGE, mmap.MAP_SHARED, mmap.PROT_WRITE, offset=buf.phys_addr)
+        assert err.value.errno == E.EACCES
+    finally:
+        os.close(fd)
+
+
+PTDUMP = "/sys/kernel/debug/page_tables/current_user"
+
+
+def _pte_flags(addr: int) -> set[str]:
+    """The x86 page-table flags of the range holding `addr`, from ptdump."""
+    with open(PTDUMP) as f:
+        for line in f:
+            rng = line.split()[0] if line.startswith("0x") else ""
+            if "-" in rng:
+                lo, hi = (int(x, 16) for x in rng.split("-"))
+                if lo <= addr < hi:
+                    return set(line.split()[2:])
+    raise AssertionError(f"0x{addr:x} not in {PTDUMP}")
+
+
+def test_the_caching_mode_reaches_the_page_tables(
+    dev: Device, mapping_fd: int, request: pytest.FixtureRequest
+) -> None:
+    import ctypes
+    import subprocess
+
+    if not os.path.exists(PTDUMP):
+        subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], check=False)
+    if not os.path.exists(PTDUMP):
+        pytest.skip("no page-table dump (CONFIG_PTDUMP_DEBUGFS): the custom kernel has it")
+    mode = request.node.callspec.params["mapping_fd"]
+    buf = dev.alloc(2)
+    m = map_phys(mapping_fd, buf.phys_addr, buf.size)
+    try:
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        flags = _pte_flags(addr)
+        assert {"USR", "RW"} <= flags, flags
+        if mode in ("default", "wb"):
+            assert not flags & {"PCD", "PWT"}, flags  # write-back, as the kernel's alias
+        elif mode in ("sync", "uc"):
+            assert "PCD" in flags, flags  # uncached (UC-), as /dev/mem with O_SYNC
+        else:  # write-combining: PWT with PAT, the UC- fallback (PCD) when booted nopat
+            assert flags & {"PCD", "PWT"}, flags
+    finally:
+        m.close()

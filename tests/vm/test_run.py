@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,7 @@ def test_each_arm_end_to_end(injectable: None, tmp_path: Path, mode: str) -> Non
     assert CPU1.read_text().strip() == "1"
 
 
-@pytest.mark.parametrize("via", ["auto", "mmap-uc", "mmap-wc", "devmem"])
+@pytest.mark.parametrize("via", ["auto", "mmap-uc", "mmap-wc", "mmap-wb", "devmem"])
 def test_injection_is_detected_exactly_in_every_arm(
     injectable: None, tmp_path: Path, via: str
 ) -> None:
@@ -124,7 +124,8 @@ def test_single_cpu_restores_after_sigint(injectable: None, tmp_path: Path) -> N
     _wait_for_checks(out, 2)
     assert CPU1.read_text().strip() == "0"
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     assert CPU1.read_text().strip() == "1"
     assert pagebuf("report", str(out)).returncode == 0
 
@@ -149,16 +150,66 @@ def test_single_cpu_after_sigkill_then_cpus_restore(injectable: None, tmp_path: 
     assert rows(rendered.stdout)["single-cpu"]["checks"] >= 2
 
 
+def eventually(pred: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def _start_run(out: Path, *argv: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(["pagebuf", "run", "--buffers", "2", "--order", "2", "--output",
+                             str(out), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    _wait_for_checks(out, 2)
+    return proc
+
+
 @pytest.mark.parametrize("pressure", ["user", "kernel"])
 def test_pressure_and_busy_cpus(injectable: None, tmp_path: Path, pressure: str) -> None:
     from conftest import sysfs_int
 
     out = tmp_path / "p.jsonl"
-    proc = pagebuf("run", *QUICK, "--pressure", pressure, "--busy-cpus", "--output", str(out),
-                   "--json")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    got = rows(proc.stdout)
+    proc = _start_run(out, "--duration", "4", "--interval", "0.5", "--pressure", pressure,
+                      "--busy-cpus", "--json")  # fmt: skip
+    # While the arm runs: a thrasher and a spinner for the one other CPU, and the kernel
+    # thrasher's own scratch buffer next to the arm's two.
+    kids = children(proc.pid)
+    thrashing = pressure == "user" or eventually(lambda: sysfs_int("nr_buffers") == 3)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert len(kids) == 2 and thrashing, (kids, thrashing)
+    got = rows(stdout)
     assert got["cached"]["verdict"] == "clean" and got["inject"]["verdict"] == "injected-detected"
     assert records(out)[0]["params"]["pressure"] == pressure
-    # The kernel thrasher holds a file-owned buffer: none left means it is gone too.
-    assert sysfs_int("nr_buffers") == 0
+    assert not any(Path(f"/proc/{k}").exists() for k in kids)
+
+
+def test_kill_9_leaves_no_children_and_no_buffers(injectable: None, tmp_path: Path) -> None:
+    from conftest import rmmod, sysfs_int
+
+    out = tmp_path / "k.jsonl"
+    proc = _start_run(out, "--mode", "cached", "--no-controls", "--duration", "60",
+                      "--pressure", "kernel", "--busy-cpus")  # fmt: skip
+    kids = children(proc.pid)
+    assert len(kids) == 2 and eventually(lambda: sysfs_int("nr_buffers") == 3)
+    proc.kill()
+    proc.wait()
+    # PR_SET_PDEATHSIG: they die with the tool.
+    assert eventually(lambda: not any(Path(f"/proc/{k}").exists() for k in kids))
+    assert sysfs_int("nr_buffers") == 0 and sysfs_int("pages_in_use") == 0
+    rmmod()  # nothing holds /dev/pagebuf open any more

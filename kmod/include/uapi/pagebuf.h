@@ -8,10 +8,12 @@
  * be zero on entry, as must every reserved field and unknown flag bit, or the
  * ioctl fails with EINVAL.
  *
- * The ABI grows by appending fields to a struct: the kernel compares the
- * size encoded in the caller's command with its own, zero-fills what an
- * older caller did not pass and refuses a larger, unknown tail that is not
- * zero. PAGEBUF_IOC_GET_INFO reports the interface version and feature bits.
+ * The ABI grows by appending fields to a struct. The kernel takes the size
+ * encoded in the caller's command: any size from version 1's on is accepted,
+ * fields a shorter struct lacks read as zero, a longer struct's unknown tail
+ * must be zero (EINVAL), and no more than the caller's size is written back.
+ * A size below version 1's is ENOTTY. PAGEBUF_IOC_GET_INFO reports the
+ * interface version and feature bits.
  */
 #ifndef _UAPI_PAGEBUF_H
 #define _UAPI_PAGEBUF_H

@@ -31,6 +31,10 @@ CONFIG_ITEMS = (
     "CONFIG_MODULE_UNLOAD=y",
     "CONFIG_MODULE_SIG=n",
     "CONFIG_X86_PAT=y",
+    # Test aids: the page tables of a mapping (caching bits), DMA-API misuse, VM checks.
+    "CONFIG_PTDUMP_DEBUGFS=y",
+    "CONFIG_DMA_API_DEBUG=y",
+    "CONFIG_DEBUG_VM=y",
     "CONFIG_DEBUG_INFO_NONE=y",
     "CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=n",
     "CONFIG_DEBUG_INFO_DWARF4=n",

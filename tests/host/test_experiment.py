@@ -1,0 +1,149 @@
+"""The order of cache maintenance in each arm of an experiment.
+
+QEMU models no caches, so in the VM every arm comes out clean whether or not its
+dma_sync/flush calls happen; this host test pins down which calls each arm makes and
+when, against a recording stand-in for the device. It tests the engine's logic only:
+the module itself, and these ioctls, are tested in tests/vm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pagebuf import experiment, uapi
+from pagebuf.device import Buffer, ModuleInfo
+from pagebuf.doctor import Report
+from pagebuf.experiment import Experiment, RunParams
+from pagebuf.results import ResultWriter, read_records
+
+LOG: list[tuple[Any, ...]] = []
+
+
+class FakeDevice:
+    """Records every call; keeps each buffer's bytes as the kernel's view."""
+
+    def __init__(self) -> None:
+        self.bufs: dict[int, bytearray] = {}
+        self.next_id = 1
+
+    def info(self) -> ModuleInfo:
+        features = uapi.FEAT_FLUSH | uapi.FEAT_INJECT
+        return ModuleInfo(1, features, 4096, 10, 32768, 0, 0, 2**64 - 1)
+
+    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+        buf_id, self.next_id = self.next_id, self.next_id + 1
+        size = 4096 << order
+        self.bufs[buf_id] = bytearray(size)
+        LOG.append(("alloc", buf_id, dma))
+        phys = 0x100000 * buf_id
+        return Buffer(buf_id, order, int(dma), phys, phys if dma else None, size)
+
+    def free(self, buf_id: int) -> None:
+        LOG.append(("free", buf_id))
+
+    def kwrite(self, buf_id: int, offset: int, data: bytes) -> None:
+        self.bufs[buf_id][offset : offset + len(data)] = data
+        LOG.append(("kwrite", buf_id))
+
+    def kflush(self, buf_id: int) -> None:
+        LOG.append(("kflush", buf_id))
+
+    def inject(self, buf_id: int, offset: int, data: bytes) -> None:
+        self.bufs[buf_id][offset : offset + len(data)] = data
+        LOG.append(("inject", buf_id))
+
+    def sync(self, buf_id: int, direction: int) -> None:
+        LOG.append(("sync-for-cpu" if direction == uapi.SYNC_FOR_CPU else "sync-for-device",
+                    buf_id))  # fmt: skip
+
+
+class FakeMem:
+    """The user's uncached path: writes land in the same bytes the kernel view holds."""
+
+    method = "rw"
+
+    def __init__(self, dev: FakeDevice, buf: Buffer) -> None:
+        self.dev, self.buf = dev, buf
+
+    def __enter__(self) -> FakeMem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def write_bytes(self, offset: int, data: bytes) -> None:
+        self.dev.bufs[self.buf.id][offset : offset + len(data)] = data
+        LOG.append(("user-write", self.buf.id))
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        LOG.append(("check", self.buf.id))
+        return bytes(self.dev.bufs[self.buf.id][offset : offset + length])
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    dev = FakeDevice()
+
+    @contextmanager
+    def single_cpu(keep: int = 0) -> Iterator[list[int]]:
+        LOG.append(("offline-others",))
+        try:
+            yield [1]
+        finally:
+            LOG.append(("restore-cpus",))
+
+    monkeypatch.setattr(experiment.doctor, "diagnose", lambda open_device: Report())
+    monkeypatch.setattr(experiment.cpus, "single_cpu", single_cpu)
+    monkeypatch.setattr(experiment, "open_user_path", lambda b, via, path: (FakeMem(dev, b), via))
+    LOG.clear()
+
+    def go(arm: str, **kw: Any) -> list[tuple[Any, ...]]:
+        params = RunParams(arms=(arm,), buffers=1, order=0, duration=0, interval=1, **kw)
+        with ResultWriter(tmp_path / f"{arm}.jsonl") as out:
+            result = Experiment(dev, params, out).run()[0]  # type: ignore[arg-type]
+        go.result = result  # type: ignore[attr-defined]
+        return [e[0] for e in LOG]
+
+    return go
+
+
+@pytest.mark.parametrize(
+    ("arm", "calls"),
+    [
+        # prime the kernel alias, then the user's uncached write, then the check
+        ("cached", ["alloc", "kwrite", "user-write", "check", "free"]),
+        # hand to the device before the user's write, back to the CPU before each check
+        (
+            "dma",
+            ["alloc", "kwrite", "sync-for-device", "user-write", "sync-for-cpu", "check", "free"],
+        ),  # fmt: skip
+        # clean+invalidate the kernel's lines before the user's write
+        ("flush", ["alloc", "kwrite", "kflush", "user-write", "check", "free"]),
+        # the positive control cleans stale lines *after* the user's write
+        ("positive", ["alloc", "kwrite", "user-write", "kflush", "check", "free"]),
+        # single-cpu is cached with the other CPUs offline around all of it
+        (
+            "single-cpu",
+            ["offline-others", "alloc", "kwrite", "user-write", "check", "free", "restore-cpus"],
+        ),  # fmt: skip
+    ],
+)
+def test_each_arm_makes_its_calls_in_order(run: Any, arm: str, calls: list[str]) -> None:
+    assert run(arm) == calls
+    assert run.result.verdict in ("clean", "did-not-fire")
+    assert ("alloc", 1, arm == "dma") in LOG  # only the dma arm maps for DMA
+
+
+def test_injection_lands_after_the_user_write_and_is_found(run: Any, tmp_path: Path) -> None:
+    calls = run("cached", inject_into="cached", inject_lines=3)
+    assert calls[:3] == ["alloc", "kwrite", "user-write"]
+    assert calls[3:6] == ["inject"] * 3 and calls[6:] == ["check", "free"]
+    assert run.result.verdict == "injected-detected" and len(run.result.corrupted) == 3
+    recs = list(read_records(tmp_path / "cached.jsonl"))
+    check = next(r for r in recs if r["type"] == "check")
+    assert check["bad_lines"] == 3 and check["stale"] == 3
