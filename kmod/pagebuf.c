@@ -715,6 +715,58 @@ static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
 	return 0;
 }
 
+/*
+ * read() and write() take the physical address as the file position, as on
+ * /dev/mem, and, as /dev/mem does for RAM, copy through the kernel's cached
+ * linear mapping. A transfer starting outside every buffer is EINVAL; one
+ * running past the end of its buffer stops there (a short count).
+ */
+static ssize_t pagebuf_rw(struct file *file, char __user *ubuf, size_t count,
+			  loff_t *ppos, bool write)
+{
+	struct pagebuf_buf *buf;
+	size_t off, len, done, n;
+	void *kaddr;
+	int ret = 0;
+
+	if (*ppos < 0)
+		return -EINVAL;
+	if (!count)
+		return 0;
+	buf = pagebuf_buf_find(*ppos, 1);
+	if (!buf)
+		return -EINVAL;
+
+	off = *ppos - page_to_phys(buf->pages);
+	len = min_t(size_t, count, (PAGE_SIZE << buf->order) - off);
+	kaddr = page_address(buf->pages) + off;
+	for (done = 0; done < len; done += n) {
+		n = min_t(size_t, len - done, PAGEBUF_CHUNK);
+		if (write ? copy_from_user(kaddr + done, ubuf + done, n) :
+			    copy_to_user(ubuf + done, kaddr + done, n)) {
+			ret = -EFAULT;
+			break;
+		}
+		cond_resched();
+	}
+	pagebuf_buf_put(buf);
+
+	*ppos += done;
+	return done ? done : ret;
+}
+
+static ssize_t pagebuf_read(struct file *file, char __user *ubuf, size_t count,
+			    loff_t *ppos)
+{
+	return pagebuf_rw(file, ubuf, count, ppos, false);
+}
+
+static ssize_t pagebuf_write(struct file *file, const char __user *ubuf,
+			     size_t count, loff_t *ppos)
+{
+	return pagebuf_rw(file, (char __user *)ubuf, count, ppos, true);
+}
+
 static int pagebuf_open(struct inode *inode, struct file *file)
 {
 	struct pagebuf_file *pf;
@@ -795,7 +847,9 @@ static const struct file_operations pagebuf_fops = {
 	.unlocked_ioctl = pagebuf_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.mmap = pagebuf_mmap,
-	.llseek = noop_llseek,
+	.read = pagebuf_read,
+	.write = pagebuf_write,
+	.llseek = default_llseek,
 };
 
 static struct miscdevice pagebuf_misc = {

@@ -2,6 +2,8 @@
 
 Paths ("via"):
     devmem    /dev/mem, O_SYNC unless cached: mmap, or read()/write() where x86 PAT
+              refuses to mmap RAM. For RAM, read()/write() copy through the kernel's
+              cached linear mapping: they are not an uncached alias, whatever O_SYNC says
               refuses to mmap RAM (method "auto" falls back by itself)
     mmap-uc   /dev/pagebuf mapped uncached     (pgprot_noncached)
     mmap-wc   /dev/pagebuf mapped write-combining
@@ -57,7 +59,8 @@ def open_region(
             except PhysMemError as exc:
                 if method == "mmap" or exc.errno != E.EINVAL:
                     raise
-                print(f"pagebuf: note: {exc.message}; using read()/write()", file=sys.stderr)
+                print(f"pagebuf: note: {exc.message}; using read()/write(), which reach RAM "
+                      "through the kernel's cached mapping", file=sys.stderr)  # fmt: skip
         return PhysMem(phys, size, path="/dev/mem", sync=not cached, method="rw")
     if via in _CACHING:
         path = str(find_device(device_path).devnode)

@@ -113,7 +113,10 @@ def check_arch(report: Report, arch: str, flags: set[str], cmdline: str) -> None
             mode = "booted nopat: an O_SYNC mmap of RAM is an uncached alias"
             pat = "off"
         elif "pat" in flags:
-            mode = "mmap of RAM through /dev/mem is refused (EINVAL); read()/write() work"
+            mode = (
+                "mmap of RAM through /dev/mem is refused (EINVAL); read()/write() work, "
+                "through the kernel's cached mapping"
+            )
             pat = "on"
         else:
             mode, pat = "CPU without PAT", "absent"
@@ -209,7 +212,7 @@ def _refusal(errno: int | None) -> str:
     if errno == E.EPERM:
         return "CONFIG_STRICT_DEVMEM=y forbids RAM through /dev/mem: use /dev/pagebuf"
     if errno == E.EINVAL:
-        return "x86 PAT refuses to alias RAM: use read()/write() (--method rw) or /dev/pagebuf"
+        return "x86 PAT refuses to alias RAM: use /dev/pagebuf (--via mmap-uc)"
     if errno == E.ENOENT:
         return "no /dev/mem (CONFIG_DEVMEM=n)"
     return os.strerror(errno or 0)

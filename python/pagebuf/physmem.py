@@ -47,7 +47,8 @@ def _explain(exc: OSError, path: str, what: str) -> PhysMemError:
     if exc.errno == E.EINVAL and devmem and what == "mmap":
         return PhysMemError(
             "mmap /dev/mem: refused (x86 PAT will not alias RAM with another cache type); "
-            "use read()/write() (--method rw) or /dev/pagebuf",
+            "use /dev/pagebuf (--via mmap-uc) for an uncached alias, or read()/write() "
+            "(--method rw), which copy through the kernel's cached mapping",
             exc.errno,
         )
     if exc.errno == E.EINVAL and what == "mmap":

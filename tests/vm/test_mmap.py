@@ -174,3 +174,37 @@ def test_the_caching_mode_reaches_the_page_tables(
             assert flags & {"PCD", "PWT"}, flags
     finally:
         m.close()
+
+
+def test_read_and_write_at_physical_offsets(dev: Device) -> None:
+    """read()/write()/lseek() as on /dev/mem: the position is the physical address."""
+    import subprocess
+
+    from pagebuf.physmem import PhysMem
+
+    buf = dev.alloc(1)
+    data = os.urandom(buf.size)
+    dev.kwrite(buf.id, 0, data)
+    fd = os.open("/dev/pagebuf", os.O_RDWR)
+    try:
+        assert os.pread(fd, 64, buf.phys_addr + 100) == data[100:164]
+        assert os.pread(fd, 4096, buf.phys_addr + buf.size - 10) == data[-10:]  # stops at end
+        assert os.pwrite(fd, b"pagebuf!", buf.phys_addr + PAGE - 4) == 8  # across a page
+        assert dev.kread(buf.id, PAGE - 4, 8) == b"pagebuf!"
+        for phys in (buf.phys_addr + buf.size, buf.phys_addr - 1, 0):
+            with pytest.raises(OSError) as err:
+                os.pread(fd, 8, phys)
+            assert err.value.errno == E.EINVAL, hex(phys)
+        assert os.lseek(fd, buf.phys_addr + 8, os.SEEK_SET) == buf.phys_addr + 8
+        assert os.read(fd, 8) == data[8:16]
+        assert os.lseek(fd, 0, os.SEEK_CUR) == buf.phys_addr + 16
+    finally:
+        os.close(fd)
+    with PhysMem(buf.phys_addr, buf.size, path="/dev/pagebuf", sync=False, method="rw") as m:
+        m.write64(8, 0x0123456789ABCDEF)
+        assert m.read32(12) == 0x01234567 and m.read8(8) == 0xEF
+    # dd seeks and reads as it would on /dev/mem.
+    dd = subprocess.run(["dd", "if=/dev/pagebuf", "bs=4096", f"skip={buf.phys_addr // PAGE}",
+                         "count=2", "status=none"], capture_output=True)  # fmt: skip
+    assert dd.returncode == 0, dd.stderr
+    assert dd.stdout == dev.kread(buf.id, 0, buf.size)
