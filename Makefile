@@ -26,6 +26,7 @@ SETUP_STAMP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf/setup-$(shell \
 	cat pyproject.toml Makefile | md5sum | cut -c1-12)
 
 KERNELS ?= debian custom
+VMTESTS ?= tests/vm
 CACHE := $(or $(PAGEBUF_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf)
 CHECKPATCH := $(CACHE)/checkpatch/linux-source-6.12/scripts/checkpatch.pl
 DEBIAN_KDIR = $(lastword $(sort $(wildcard /lib/modules/*-amd64/build)))
@@ -65,7 +66,7 @@ test-host: $(SETUP_STAMP)
 
 test-vm: $(SETUP_STAMP)
 	$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) \
-		"$(PYTHON) -m pytest -q -p no:cacheprovider --durations=8 tests/vm"
+		"$(PYTHON) -m pytest -q -p no:cacheprovider --durations=8 $(VMTESTS)"
 
 # The whole suite: static checks, the test kernel (built once, then cached: the host
 # tests build the module against it too), host tests, then the in-VM suite on each kernel.
@@ -74,6 +75,8 @@ test: check kernel test-host
 		echo "== in-VM suite on the $$k kernel"; \
 		$(MAKE) --no-print-directory test-vm KERNEL=$$k || exit 1; \
 	done
+	@echo "== x86 PAT checks on the test kernel booted with PAT"
+	@$(MAKE) --no-print-directory test-vm KERNEL=custom-pat VMTESTS=tests/vm/test_pat.py
 
 $(CHECKPATCH): | $(SETUP_STAMP)
 	mkdir -p "$(CACHE)/checkpatch"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import VmError
@@ -55,12 +55,18 @@ def resolve_kernel(spec: str) -> GuestKernel:
     """Turn KERNEL=... into a kernel: `debian`, `custom` or a built kernel tree's path."""
     if spec in ("", "debian"):
         return debian_kernel()
-    if spec == "custom":
+    if spec in ("custom", "custom-pat"):
         from .kbuild import custom_kernel  # builds it on first use
         from .paths import cache_root
 
-        return custom_kernel(cache_root())
+        kernel = custom_kernel(cache_root())
+        # The same kernel booted with PAT on: x86 then refuses to mmap RAM through
+        # /dev/mem even without STRICT_DEVMEM, which tests/vm/test_pat.py checks.
+        return replace(kernel, name="custom-pat", append=()) if spec == "custom-pat" else kernel
     path = Path(spec)
     if path.is_dir():
         return tree_kernel(path)
-    raise VmError(f"unknown guest kernel {spec!r}: use `debian`, `custom` or a built kernel tree")
+    raise VmError(
+        f"unknown guest kernel {spec!r}: use `debian`, `custom`, `custom-pat` or a built "
+        "kernel tree"
+    )
