@@ -147,3 +147,21 @@ def test_injection_lands_after_the_user_write_and_is_found(run: Any, tmp_path: P
     recs = list(read_records(tmp_path / "cached.jsonl"))
     check = next(r for r in recs if r["type"] == "check")
     assert check["bad_lines"] == 3 and check["stale"] == 3
+
+
+def test_progress_is_drawn_on_a_terminal_only(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Terminal(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", tty)
+    run("cached")
+    assert "[cached]" in tty.getvalue() and "corrupted lines: 0" in tty.getvalue()
+    assert tty.getvalue().endswith("\r\x1b[K")  # the line is cleared when the arm ends
+    monkeypatch.setattr(sys, "stderr", pipe)
+    run("flush")
+    assert pipe.getvalue() == ""
