@@ -1,8 +1,9 @@
 """`make vm CMD=...` for real: boots Debian's kernel under QEMU with the module loaded.
 
 The interface other scripts rely on: the guest command's output on stdout, and make
-exits non-zero exactly when the guest command fails. Each boot costs about a minute of
-emulation, so there are two: one command that succeeds, one that fails.
+exits non-zero exactly when the guest command fails. Each boot costs half a minute of
+emulation, so there are three: a command that succeeds, one that fails, and a run
+whose results must land on the host, in the directory the harness was started from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from pagebuf.vm import VmError
 from pagebuf.vm.kernels import debian_kernel
+from pagebuf.vm.paths import cache_root
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,3 +63,25 @@ def test_make_vm_fails_exactly_when_the_guest_command_fails() -> None:
     assert proc.stdout == "after\n"
     assert "pagebuf: alloc order 99: invalid request" in proc.stderr
     assert "Error 7" in proc.stderr  # make names the guest command's own status
+
+
+def test_results_land_in_the_directory_the_guest_ran_in() -> None:
+    """The guest sees the host read-only except the current directory (vng --rwdir).
+    Not under /tmp: the guest has a /tmp of its own, where any write would "work"."""
+    cmd = "pagebuf run --buffers 1 --order 0 --duration 0.5 --output r.jsonl && touch ../escaped"
+    base = cache_root() / "test-rwdir"
+    shutil.rmtree(base, ignore_errors=True)
+    work = base / "work"
+    work.mkdir(parents=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pagebuf.vm", "--kernel", "debian", cmd],
+                              cwd=work, capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert proc.returncode == 1, proc.stderr[-3000:]  # the run went, then touch failed
+        assert "Read-only file system" in proc.stderr
+        assert not (base / "escaped").exists()
+        report = subprocess.run([sys.executable, "-m", "pagebuf", "report", str(work / "r.jsonl")],
+                                capture_output=True, text=True)  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        assert report.stdout.splitlines()[1].split()[0] == "cached"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

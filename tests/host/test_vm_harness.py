@@ -34,7 +34,9 @@ def test_command_is_a_list_with_the_kernel_and_no_kvm(tmp_path: Path) -> None:
     assert argv[argv.index("--memory") + 1] == "1G"
     appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
     assert appended == ["nopat", "quiet"]
+    assert argv[argv.index("--rwdir") + 1] == "/work dir"  # results can land there
     assert argv[-2] == "--exec"
+    assert "--rwdir" not in vng_command(config(tmp_path, writable_cwd=False), "true")
 
 
 def test_guest_script_runs_the_command_verbatim_and_keeps_its_status(tmp_path: Path) -> None:

@@ -33,6 +33,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--append", action="append", default=[], help="extra kernel command line")
     p.add_argument("--no-module", action="store_true", help="boot without loading pagebuf.ko")
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="keep the current directory read-only in the guest (by default the guest "
+        "command may write there, e.g. pagebuf run's results; the rest of the host "
+        "filesystem is always read-only)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the QEMU/vng command only")
     p.add_argument("command", help="shell command to run in the guest")
     return p
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             insmod_args=tuple(shlex.split(args.insmod_args)),
             cwd=Path.cwd(),
             append=tuple(args.append),
+            writable_cwd=not args.read_only,
         )
         return run_in_vm(cfg, args.command, dry_run=args.dry_run)
     except VmError as exc:

@@ -40,6 +40,7 @@ class VmConfig:
     insmod_args: tuple[str, ...] = field(default=())
     cwd: Path = field(default_factory=Path.cwd)
     append: tuple[str, ...] = field(default=())
+    writable_cwd: bool = True  # the one host directory the guest may write
 
 
 def write_wrapper(bin_dir: Path) -> None:
@@ -99,6 +100,8 @@ def vng_command(cfg: VmConfig, command: str) -> list[str]:
     ]
     for arg in (*cfg.kernel.append, *cfg.append):
         argv += ["--append", arg]
+    if cfg.writable_cwd:  # results (pagebuf run's JSON Lines) land where the user is
+        argv += ["--rwdir", str(cfg.cwd)]
     argv += ["--exec", guest_script(cfg, command)]
     return argv
 
