@@ -729,7 +729,8 @@ static ssize_t pagebuf_rw(struct file *file, char __user *ubuf, size_t count,
 	void *kaddr;
 	int ret = 0;
 
-	if (*ppos < 0)
+	/* Without 64-bit physical addresses a large position would wrap. */
+	if (*ppos < 0 || (phys_addr_t)*ppos != *ppos)
 		return -EINVAL;
 	if (!count)
 		return 0;

@@ -75,7 +75,7 @@ def _read_state(path: Path) -> list[int] | None:
         raise PagebufError(f"cannot read {path}: {exc.strerror}", exc.errno) from None
     except (ValueError, KeyError, TypeError):
         cpus = None
-    if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):
+    if not isinstance(cpus, list) or not all(type(c) is int and c >= 0 for c in cpus):
         raise PagebufError(
             f"{path} is damaged: bring CPUs back with `echo 1 > "
             f"{SYSFS_CPU}/cpuN/online`, then delete it",

@@ -110,30 +110,46 @@ def _inject_targets(params: RunParams, bufs: list[Buffer], line: int) -> list[tu
     return rng.sample(slots, min(params.inject_lines, len(slots)))
 
 
+class Helpers:
+    """The child processes of a run: cache thrashers and busy-CPU spinners."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[int, str]] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [pid for pid, _ in self.children]
+
+    def check(self) -> None:
+        """Fail the run if a helper has stopped: it would lack the pressure it asked for."""
+        for pid, what in list(self.children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self.children.remove((pid, what))
+                raise PagebufError(f"the {what} stopped early (wait status {status:#x}); "
+                                   "the run would not have the pressure it asked for")  # fmt: skip
+
+
 @contextmanager
-def _pressure(kind: str, device_path: str | None, busy: bool) -> Iterator[None]:
+def _pressure(kind: str, device_path: str | None, busy: bool) -> Iterator[Helpers]:
     """Cache pressure (a thrasher) and busy CPUs, as child processes killed on exit.
 
     Each child dies with the tool (PR_SET_PDEATHSIG), so a kill -9 of the tool leaves
     nothing spinning and no child holding /dev/pagebuf open (which would keep the
-    run's file-owned buffers alive). A thrasher that dies early fails the run.
+    run's file-owned buffers alive). The caller checks them as it goes.
     """
-    children: list[tuple[int, str]] = []
+    helpers = Helpers()
     try:
         if kind != "none":
-            children.append((_spawn(lambda: _thrash(kind, device_path)), f"{kind} thrasher"))
+            pid = _spawn(lambda: _thrash(kind, device_path))
+            helpers.children.append((pid, f"{kind} thrasher"))
         if busy:
             for _ in range(max((os.cpu_count() or 1) - 1, 0)):
-                children.append((_spawn(_spin), "busy-CPU spinner"))
-        yield
-        for pid, what in children:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                children.remove((pid, what))
-                raise PagebufError(f"the {what} stopped early (status {status:#x}); "
-                                   "the run did not have the pressure it asked for")  # fmt: skip
+                helpers.children.append((_spawn(_spin), "busy-CPU spinner"))
+        yield helpers
+        helpers.check()
     finally:
-        for pid, _ in children:
+        for pid in helpers.pids:
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
@@ -142,6 +158,10 @@ def _pressure(kind: str, device_path: str | None, busy: bool) -> Iterator[None]:
 
 
 _PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong)  # fmt: skip
+_libc.prctl.restype = ctypes.c_int
 
 
 def _spawn(body: Callable[[], None]) -> int:
@@ -151,8 +171,8 @@ def _spawn(body: Callable[[], None]) -> int:
         code = 0
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os._exit(0)
             body()
@@ -287,37 +307,50 @@ class Experiment:
                             "lines": sorted([list(x) for x in injected])})  # fmt: skip
 
         corrupted: set[tuple[int, int]] = set()
+        busy = p.busy_cpus and arm != "single-cpu"
+        with _pressure(p.pressure, self.device_path, busy) as helpers:
+            try:
+                misclassified = self._check_loop(arm, bufs, mems, gen, injected, corrupted,
+                                                 helpers)  # fmt: skip
+            finally:
+                self.progress.done()
+        return self._verdict(arm, corrupted, injected, misclassified)
+
+    def _check_loop(self, arm: str, bufs: list[Buffer], mems: list[PhysMem], gen: int,
+                    injected: set[tuple[int, int]], corrupted: set[tuple[int, int]],
+                    helpers: Helpers) -> int:  # fmt: skip
+        """Verify every buffer every interval for the duration, recording each check into
+        `corrupted`; return how many injected lines were classified other than stale."""
+        p = self.params
         misclassified = 0
         start = time.monotonic()
-        with _pressure(p.pressure, self.device_path, p.busy_cpus and arm != "single-cpu"):
-            while True:
-                t = time.monotonic() - start
-                for b, mem in zip(bufs, mems):
-                    if arm == "dma":
-                        self.dev.sync(b.id, uapi.SYNC_FOR_CPU)
-                    t0 = time.perf_counter()
-                    res = _check(mem, b, p, gen, self.line)
-                    secs = time.perf_counter() - t0
-                    bad = [(m.phys_addr - b.phys_addr, m.classification) for m in res.mismatches]
-                    for off, cls in bad:
-                        corrupted.add((b.id, off))
-                        if (b.id, off) in injected and cls != "stale":
-                            misclassified += 1
-                    self.out.write({
-                        "type": "check", "arm": arm, "t": round(t, 3), "buffer": b.id,
-                        "phys_addr": b.phys_addr, "generation": gen,
-                        "lines_checked": res.lines_checked, "bad_lines": len(bad),
-                        **{c: res.counts.get(c, 0) for c in ("stale", "foreign", "random")},
-                        "bytes": b.size, "seconds": round(secs, 6),
-                        "bad": [[off, cls] for off, cls in bad],
-                    })  # fmt: skip
-                self.progress.show(f"[{arm}] {t:5.1f}/{p.duration:.1f}s  "
-                                   f"corrupted lines: {len(corrupted)}")  # fmt: skip
-                if t >= p.duration:
-                    break
-                time.sleep(max(0.0, min(p.interval, p.duration - t)))
-        self.progress.done()
-        return self._verdict(arm, corrupted, injected, misclassified)
+        while True:
+            helpers.check()
+            t = time.monotonic() - start
+            for b, mem in zip(bufs, mems):
+                if arm == "dma":
+                    self.dev.sync(b.id, uapi.SYNC_FOR_CPU)
+                t0 = time.perf_counter()
+                res = _check(mem, b, p, gen, self.line)
+                secs = time.perf_counter() - t0
+                bad = [(m.phys_addr - b.phys_addr, m.classification) for m in res.mismatches]
+                for off, cls in bad:
+                    corrupted.add((b.id, off))
+                    if (b.id, off) in injected and cls != "stale":
+                        misclassified += 1
+                self.out.write({
+                    "type": "check", "arm": arm, "t": round(t, 3), "buffer": b.id,
+                    "phys_addr": b.phys_addr, "generation": gen,
+                    "lines_checked": res.lines_checked, "bad_lines": len(bad),
+                    **{c: res.counts.get(c, 0) for c in ("stale", "foreign", "random")},
+                    "bytes": b.size, "seconds": round(secs, 6),
+                    "bad": [[off, cls] for off, cls in bad],
+                })  # fmt: skip
+            self.progress.show(f"[{arm}] {t:5.1f}/{p.duration:.1f}s  "
+                               f"corrupted lines: {len(corrupted)}")  # fmt: skip
+            if t >= p.duration:
+                return misclassified
+            time.sleep(max(0.0, min(p.interval, p.duration - t)))
 
     def _verdict(self, arm: str, corrupted: set[tuple[int, int]],
                  injected: set[tuple[int, int]], misclassified: int) -> ArmResult:  # fmt: skip

@@ -72,16 +72,17 @@ def plot(records: Iterable[dict[str, Any]], out: str | Path, page_size: int = 40
 
     # One row per arm over that arm's own buffers; a column per page.
     width = max(sum(b.values()) for b in buffers.values())
-    grid = []
+    grid, bounds = [], []
     for arm in arms:
-        row, bounds = [], []
+        row: list[int] = []
         for buf, pages in buffers[arm].items():
             row += [hits[arm].get((buf, p), 0) for p in range(pages)]
-            bounds.append(len(row))
+            bounds.append((len(grid), len(row)))
         grid.append(row + [0] * (width - len(row)))
     im = ax2.imshow(grid, aspect="auto", cmap="magma_r", interpolation="nearest", vmin=0)
-    for x in bounds[:-1]:  # buffer boundaries (every arm has the same layout)
-        ax2.axvline(x - 0.5, color="grey", linewidth=0.8)
+    for y, x in bounds:  # the end of each buffer, in its own arm's row
+        if x < width:
+            ax2.vlines(x - 0.5, y - 0.5, y + 0.5, color="grey", linewidth=0.8)
     ax2.set_yticks(range(len(arms)), arms)
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     nbufs = max(len(b) for b in buffers.values())

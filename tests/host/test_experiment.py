@@ -165,3 +165,30 @@ def test_progress_is_drawn_on_a_terminal_only(run: Any, monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "stderr", pipe)
     run("flush")
     assert pipe.getvalue() == ""
+
+
+def test_a_helper_that_stops_fails_the_run_and_the_rest_are_reaped(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Real forks: a thrasher that raises exits 1 with one line on stderr; check() names
+    it; the spinners still running are killed and reaped when the block ends."""
+    import os
+    import time
+
+    from pagebuf.errors import PagebufError
+
+    def broken_thrash(kind: str, device_path: str | None) -> None:
+        raise RuntimeError("no scratch buffer")
+
+    monkeypatch.setattr(experiment, "_thrash", broken_thrash)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)  # two spinners
+    with pytest.raises(PagebufError, match="user thrasher stopped early.*0x100"):
+        with experiment._pressure("user", None, busy=True) as helpers:
+            pids = helpers.pids
+            assert len(pids) == 3
+            time.sleep(0.5)
+            helpers.check()
+    assert "pagebuf: pressure child: no scratch buffer" in capfd.readouterr().err
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # gone and reaped: nothing left to wait for

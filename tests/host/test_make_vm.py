@@ -70,6 +70,8 @@ def test_results_land_in_the_directory_the_guest_ran_in() -> None:
     Not under /tmp: the guest has a /tmp of its own, where any write would "work"."""
     cmd = "pagebuf run --buffers 1 --order 0 --duration 0.5 --output r.jsonl && touch ../escaped"
     base = cache_root() / "test-rwdir"
+    if Path("/tmp") in base.resolve().parents:
+        pytest.skip(f"{base} is under /tmp, which the guest has its own copy of")
     shutil.rmtree(base, ignore_errors=True)
     work = base / "work"
     work.mkdir(parents=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,9 @@ def test_dry_run_prints_the_command() -> None:
         pytest.skip("no Debian kernel installed here: run `make setup`")
     assert proc.returncode == 0, proc.stderr
     assert "--disable-kvm" in proc.stdout and "uname -r" in proc.stdout
+
+
+def test_the_guest_gets_no_writable_root_home_or_odd_path(tmp_path: Path) -> None:
+    for cwd in (Path("/"), Path.home(), Path("/work/a@b"), Path("/work/x=y"), Path("/wörk")):
+        argv = vng_command(replace(config(tmp_path), cwd=cwd), "true")
+        assert "--rwdir" not in argv, cwd

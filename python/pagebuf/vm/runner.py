@@ -9,6 +9,7 @@ reports kernel warnings; the guest command's exit status is the run's exit statu
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -85,6 +86,19 @@ def guest_script(cfg: VmConfig, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What virtme-ng accepts as a --rwdir path (and '=' would split it in two).
+_RWDIR_OK = re.compile(r"[a-zA-Z0-9_+ /.-]+")
+
+
+def rwdir_refusal(path: Path) -> str | None:
+    """Why `path` is not handed to the guest read-write, or None if it may be."""
+    if not _RWDIR_OK.fullmatch(str(path)):
+        return "virtme-ng takes only letters, digits and ' _+/.-' in a writable path"
+    if path in (Path("/"), Path.home()):
+        return "the guest runs as root: it is not given / or your home directory"
+    return None
+
+
 def vng_command(cfg: VmConfig, command: str) -> list[str]:
     """The host command that boots the guest and runs `command` in it."""
     vng = shutil.which("vng") or str(Path(sys.executable).parent / "vng")
@@ -101,7 +115,12 @@ def vng_command(cfg: VmConfig, command: str) -> list[str]:
     for arg in (*cfg.kernel.append, *cfg.append):
         argv += ["--append", arg]
     if cfg.writable_cwd:  # results (pagebuf run's JSON Lines) land where the user is
-        argv += ["--rwdir", str(cfg.cwd)]
+        why_not = rwdir_refusal(cfg.cwd)
+        if why_not:
+            print(f"pagebuf-vm: note: {cfg.cwd} stays read-only in the guest: {why_not}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            argv += ["--rwdir", str(cfg.cwd)]
     argv += ["--exec", guest_script(cfg, command)]
     return argv
 
