@@ -102,7 +102,13 @@ class PhysMem(Closing):
     def close(self) -> None:
         self._arrays.clear()  # they export the mapping's buffer: drop them first
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:
+                # A view is still out, e.g. held by the frames of an exception being
+                # unwound (Ctrl-C during a verify): the mapping goes with the last view.
+                # Raising here would replace that exception.
+                pass
             self._map = None
         if self._fd >= 0:
             os.close(self._fd)

@@ -85,3 +85,18 @@ def test_addresses_beyond_any_file_offset_refused(tmp_path: Path) -> None:
         with pytest.raises(PhysMemError, match="beyond any physical address") as err:
             PhysMem(phys, 8, path=str(tmp_path / "never-opened"))
         assert err.value.exit_code == 8
+
+
+def test_close_with_a_view_still_out_does_not_raise(tmp_path: Path) -> None:
+    """Ctrl-C during a verify unwinds with a numpy view of the mapping alive in the
+    traceback's frames: closing must not replace the interrupt with a BufferError."""
+    import numpy as np
+
+    backing = tmp_path / "mem"
+    backing.write_bytes(bytes(range(256)) * 32)
+    with pytest.raises(KeyboardInterrupt):
+        with PhysMem(0, 8192, path=str(backing), sync=False) as m:
+            words = np.frombuffer(m.view(), dtype="<u8")
+            raise KeyboardInterrupt
+    assert words[0] == int.from_bytes(bytes(range(8)), "little")  # still readable
+    del words  # the last view goes, and with it the mapping
