@@ -59,8 +59,7 @@ def open_region(
             except PhysMemError as exc:
                 if method == "mmap" or exc.errno != E.EINVAL:
                     raise
-                print(f"pagebuf: note: {exc.message}; using read()/write(), which reach RAM "
-                      "through the kernel's cached mapping", file=sys.stderr)  # fmt: skip
+                print(f"pagebuf: note: {exc.message}; using read()/write()", file=sys.stderr)
         return PhysMem(phys, size, path="/dev/mem", sync=not cached, method="rw")
     if via in _CACHING:
         path = str(find_device(device_path).devnode)

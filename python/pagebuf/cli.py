@@ -371,13 +371,13 @@ def run_experiment(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    if args.plot and not args.plot.lower().endswith((".svg", ".png", ".pdf")):
-        raise errors.PagebufError(f"{args.plot}: the plot is written as .svg, .png or .pdf")
+    from .plot import check_output, plot  # matplotlib itself is imported only to draw
+
+    if args.plot:
+        check_output(args.plot)
     rows = _read_rows(args.file)
     _print_rows(rows, args.json)
     if args.plot:
-        from .plot import plot
-
         plot(read_records(args.file), args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
     if any(r.verdict == "broken" for r in rows):

@@ -17,6 +17,15 @@ from .errors import PagebufError
 from .report import parse_check
 
 _STYLES = ("-", "--", ":", "-.")
+FORMATS = (".svg", ".png", ".pdf")
+
+
+def check_output(out: str | Path) -> Path:
+    """The plot's path, if matplotlib can write that format (checked before any work)."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise PagebufError(f"{out}: the plot is written as .svg, .png or .pdf", None)
+    return out
 
 
 def plot(records: Iterable[dict[str, Any]], out: str | Path, page_size: int = 4096) -> Path:
@@ -30,9 +39,7 @@ def plot(records: Iterable[dict[str, Any]], out: str | Path, page_size: int = 40
     except ImportError:
         raise PagebufError("plotting needs matplotlib: pip install 'pagebuf[plot]'") from None
 
-    out = Path(out)
-    if out.suffix.lower() not in (".svg", ".png", ".pdf"):
-        raise PagebufError(f"{out}: the plot is written as .svg, .png or .pdf", None)
+    out = check_output(out)
 
     series: dict[str, list[tuple[float, int]]] = defaultdict(list)
     seen: dict[str, set[tuple[int, int]]] = defaultdict(set)
