@@ -18,6 +18,7 @@
 #include <linux/log2.h>
 #include <linux/gfp.h>
 #include <linux/kref.h>
+#include <linux/libnvdimm.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mmzone.h>
@@ -26,11 +27,8 @@
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/string.h>
 #include <linux/xarray.h>
-
-#ifdef CONFIG_X86
-#include <asm/cacheflush.h>
-#endif
 
 #include "uapi/pagebuf.h"
 
@@ -52,6 +50,38 @@ MODULE_PARM_DESC(max_pages, "Most pages all buffers may hold together (default 3
 static bool pagebuf_inject;
 module_param_named(inject, pagebuf_inject, bool, 0444);
 MODULE_PARM_DESC(inject, "Debug only: enable the INJECT ioctl, which corrupts buffers on purpose");
+
+/*
+ * Cache maintenance of the kernel's linear alias of a buffer: a clean writes
+ * its dirty lines back to memory, a flush cleans and then invalidates them.
+ *
+ * Where the architecture has the persistent-memory cache API (x86_64, and
+ * arm64 with ARM64_PMEM) arch_wb_cache_pmem() cleans and
+ * arch_invalidate_pmem() invalidates any range of the linear map. Elsewhere
+ * the streaming DMA API on pagebuf's own device does it, if that device is
+ * not DMA-coherent (arm64 makes a device no firmware describes
+ * non-coherent): mapping a range DMA_TO_DEVICE cleans it, mapping and
+ * unmapping it DMA_BIDIRECTIONAL cleans and then invalidates it. That holds
+ * only while mappings are direct, not bounced through swiotlb, which
+ * pagebuf_cmo_init() checks at load time.
+ */
+enum pagebuf_cmo_via {
+	PAGEBUF_CMO_NONE,
+	PAGEBUF_CMO_PMEM,
+	PAGEBUF_CMO_DMA,
+};
+
+static const char * const pagebuf_cmo_names[] = {
+	[PAGEBUF_CMO_NONE] = "none",
+	[PAGEBUF_CMO_PMEM] = "pmem",
+	[PAGEBUF_CMO_DMA] = "dma",
+};
+
+static char *pagebuf_cache_ops = "auto";
+module_param_named(cache_ops, pagebuf_cache_ops, charp, 0444);
+MODULE_PARM_DESC(cache_ops, "How to clean/invalidate the kernel's alias: auto (default), pmem, dma or none");
+
+static enum pagebuf_cmo_via pagebuf_cmo_via;
 
 /**
  * struct pagebuf_buf - one buffer of 2^order physically contiguous pages
@@ -96,6 +126,86 @@ static struct miscdevice pagebuf_misc;
 static struct device *pagebuf_dev(void)
 {
 	return pagebuf_misc.this_device;
+}
+
+/*
+ * Clean (inval false) or flush (inval true) [offset, offset + len) of the
+ * linear alias of the pages from @pages on, the way @via says: 0,
+ * -EOPNOTSUPP without a way to, or -EIO if a DMA mapping failed or was
+ * bounced (then nothing was cleaned).
+ */
+static int pagebuf_cmo_by(enum pagebuf_cmo_via via, struct page *pages,
+			  u64 offset, size_t len, bool inval)
+{
+	enum dma_data_direction dir = inval ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
+	struct device *dev = pagebuf_dev();
+	dma_addr_t addr;
+
+	switch (via) {
+	case PAGEBUF_CMO_PMEM:
+		arch_wb_cache_pmem(page_address(pages) + offset, len);
+		if (inval)
+			arch_invalidate_pmem(page_address(pages) + offset, len);
+		return 0;
+	case PAGEBUF_CMO_DMA:
+		addr = dma_map_page_attrs(dev, pages, offset, len, dir,
+					  DMA_ATTR_NO_WARN);
+		if (dma_mapping_error(dev, addr))
+			return -EIO;
+		dma_unmap_page(dev, addr, len, dir);
+		return addr == page_to_phys(pages) + offset ? 0 : -EIO;
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+static int pagebuf_cmo(struct page *pages, u64 offset, size_t len, bool inval)
+{
+	return pagebuf_cmo_by(pagebuf_cmo_via, pages, offset, len, inval);
+}
+
+static bool pagebuf_cmo_dma_works(void)
+{
+	struct page *page;
+	int ret;
+
+	if (dev_is_dma_coherent(pagebuf_dev()))
+		return false;
+	page = alloc_page(GFP_KERNEL);
+	if (!page)
+		return false;
+	ret = pagebuf_cmo_by(PAGEBUF_CMO_DMA, page, 0, PAGE_SIZE, true);
+	__free_page(page);
+	return !ret;
+}
+
+/* Choose how to do cache maintenance, as the cache_ops parameter asks. */
+static int pagebuf_cmo_init(void)
+{
+	bool pmem = IS_ENABLED(CONFIG_ARCH_HAS_PMEM_API);
+	int want = sysfs_match_string(pagebuf_cmo_names, pagebuf_cache_ops);
+
+	if (!strcmp(pagebuf_cache_ops, "auto"))
+		want = pmem ? PAGEBUF_CMO_PMEM : PAGEBUF_CMO_DMA;
+	if (want < 0) {
+		pr_err("cache_ops=%s: use auto, pmem, dma or none\n",
+		       pagebuf_cache_ops);
+		return -EINVAL;
+	}
+	if (want == PAGEBUF_CMO_PMEM && !pmem) {
+		pr_err("cache_ops=pmem: this kernel has no ARCH_HAS_PMEM_API\n");
+		return -EINVAL;
+	}
+	if (want == PAGEBUF_CMO_DMA && !pagebuf_cmo_dma_works()) {
+		/* Only an explicit request is an error; auto does without. */
+		if (strcmp(pagebuf_cache_ops, "auto")) {
+			pr_err("cache_ops=dma: DMA here is coherent or bounced\n");
+			return -EINVAL;
+		}
+		want = PAGEBUF_CMO_NONE;
+	}
+	pagebuf_cmo_via = want;
+	return 0;
 }
 
 static void pagebuf_buf_describe(const struct pagebuf_buf *buf,
@@ -197,6 +307,14 @@ static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
 		ret = -ENOMEM;
 		goto err_free_buf;
 	}
+	/*
+	 * __GFP_ZERO zeroed the pages through the cached linear alias: push
+	 * the zeroes to memory and drop the lines, or an uncached alias could
+	 * read the previous owner's data, and their write-back could land later.
+	 */
+	ret = pagebuf_cmo(buf->pages, 0, PAGE_SIZE << order, true);
+	if (ret && ret != -EOPNOTSUPP)
+		goto err_free_pages;
 
 	if (flags & PAGEBUF_BUF_DMA) {
 		buf->dma_addr = dma_map_page(pagebuf_dev(), buf->pages, 0,
@@ -251,10 +369,11 @@ static int pagebuf_ioctl_get_info(struct pagebuf_info *info)
 	info->api_version = PAGEBUF_API_VERSION;
 	if (dev_is_dma_coherent(dev))
 		info->features |= PAGEBUF_FEAT_DMA_COHERENT;
-	if (IS_ENABLED(CONFIG_X86))
-		info->features |= PAGEBUF_FEAT_FLUSH;
-	if (pagebuf_inject)
-		info->features |= PAGEBUF_FEAT_INJECT;
+	if (pagebuf_cmo_via != PAGEBUF_CMO_NONE) {
+		info->features |= PAGEBUF_FEAT_FLUSH | PAGEBUF_FEAT_CLEAN;
+		if (pagebuf_inject)
+			info->features |= PAGEBUF_FEAT_INJECT;
+	}
 	info->page_size = PAGE_SIZE;
 	info->max_order = pagebuf_max_order;
 	info->max_pages = pagebuf_max_pages;
@@ -390,7 +509,7 @@ static int pagebuf_ioctl_set_caching(struct file *file,
 {
 	struct pagebuf_file *pf = file->private_data;
 
-	if (req->reserved || req->mode > PAGEBUF_CACHING_WC)
+	if (req->reserved || req->mode > PAGEBUF_CACHING_DEVICE)
 		return -EINVAL;
 	WRITE_ONCE(pf->caching, req->mode);
 	return 0;
@@ -403,17 +522,6 @@ static bool pagebuf_range_ok(const struct pagebuf_buf *buf, u64 offset,
 	u64 size = PAGE_SIZE << buf->order;
 
 	return offset <= size && length <= size - offset;
-}
-
-/* Clean and invalidate the CPU cache lines of a range of the linear map. */
-static int pagebuf_flush(void *kaddr, size_t len)
-{
-#ifdef CONFIG_X86
-	clflush_cache_range(kaddr, len);
-	return 0;
-#else
-	return -EOPNOTSUPP;
-#endif
 }
 
 /* Largest piece copied or summed between two chances to reschedule. */
@@ -429,16 +537,23 @@ static int pagebuf_ioctl_kaccess(unsigned int cmd, struct pagebuf_kaccess *req)
 	void __user *udata = u64_to_user_ptr(req->data);
 	bool nodata = cmd == PAGEBUF_IOC_KCHECKSUM || cmd == PAGEBUF_IOC_KFLUSH;
 	bool write = cmd == PAGEBUF_IOC_KWRITE || cmd == PAGEBUF_IOC_INJECT;
+	bool cmo = cmd == PAGEBUF_IOC_KFLUSH || cmd == PAGEBUF_IOC_INJECT;
+	u32 flags = cmd == PAGEBUF_IOC_KFLUSH ? PAGEBUF_KFLUSH_FLAGS : 0;
+	bool inval = !(req->flags & PAGEBUF_KFLUSH_CLEAN);
 	struct pagebuf_buf *buf;
 	u64 done, n;
 	u32 crc = ~0U;
 	void *kaddr;
 	int ret = 0;
 
-	if (req->flags || req->reserved || req->checksum || nodata != !req->data)
+	if ((req->flags & ~flags) || req->reserved || req->checksum ||
+	    nodata != !req->data)
 		return -EINVAL;
 	if (cmd == PAGEBUF_IOC_INJECT && !pagebuf_inject)
 		return -EPERM;
+	/* All or nothing: INJECT writes nothing where it could not flush. */
+	if (cmo && pagebuf_cmo_via == PAGEBUF_CMO_NONE)
+		return -EOPNOTSUPP;
 
 	buf = pagebuf_buf_get(req->id);
 	if (!buf)
@@ -459,9 +574,9 @@ static int pagebuf_ioctl_kaccess(unsigned int cmd, struct pagebuf_kaccess *req)
 				-EFAULT : 0;
 		else if (cmd == PAGEBUF_IOC_KCHECKSUM)
 			crc = crc32_le(crc, kaddr + done, n);
-		if (!ret && (cmd == PAGEBUF_IOC_KFLUSH ||
-			     cmd == PAGEBUF_IOC_INJECT))
-			ret = pagebuf_flush(kaddr + done, n);
+		if (!ret && cmo)
+			ret = pagebuf_cmo(buf->pages, req->offset + done, n,
+					  inval);
 		if (ret)
 			goto out_put;
 		cond_resched();
@@ -657,6 +772,19 @@ static struct pagebuf_buf *pagebuf_buf_find(phys_addr_t phys, size_t len)
 }
 
 /*
+ * The uncached alias /dev/mem gives RAM opened O_SYNC: on arm64 that is
+ * Normal non-cacheable (phys_mem_access_prot() in arch/arm64/mm/mmu.c), not
+ * pgprot_noncached()'s Device-nGnRnE, where unaligned accesses and DC ZVA
+ * fault. PAGEBUF_CACHING_DEVICE asks for the latter by name.
+ */
+static pgprot_t pagebuf_pgprot_uncached(pgprot_t prot)
+{
+	if (IS_ENABLED(CONFIG_ARM64))
+		return pgprot_writecombine(prot);
+	return pgprot_noncached(prot);
+}
+
+/*
  * mmap() takes the physical address as its offset, as /dev/mem does, but
  * maps only pages inside one pagebuf buffer. The mapping holds a reference,
  * so the pages stay allocated until it goes even if the buffer is freed.
@@ -685,6 +813,9 @@ static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
 
 	switch (READ_ONCE(pf->caching)) {
 	case PAGEBUF_CACHING_UC:
+		prot = pagebuf_pgprot_uncached(vma->vm_page_prot);
+		break;
+	case PAGEBUF_CACHING_DEVICE:
 		prot = pgprot_noncached(vma->vm_page_prot);
 		break;
 	case PAGEBUF_CACHING_WC:
@@ -695,7 +826,8 @@ static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
 		break;
 	default:
 		prot = (file->f_flags & O_DSYNC) ?
-			pgprot_noncached(vma->vm_page_prot) : vma->vm_page_prot;
+			pagebuf_pgprot_uncached(vma->vm_page_prot) :
+			vma->vm_page_prot;
 		break;
 	}
 	vma->vm_page_prot = prot;
@@ -831,12 +963,20 @@ static ssize_t nr_buffers_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(nr_buffers);
 
+static ssize_t cache_ops_show(struct device *dev,
+			      struct device_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%s\n", pagebuf_cmo_names[pagebuf_cmo_via]);
+}
+static DEVICE_ATTR_RO(cache_ops);
+
 static struct attribute *pagebuf_attrs[] = {
 	&dev_attr_version.attr,
 	&dev_attr_max_order.attr,
 	&dev_attr_max_pages.attr,
 	&dev_attr_pages_in_use.attr,
 	&dev_attr_nr_buffers.attr,
+	&dev_attr_cache_ops.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(pagebuf);
@@ -886,6 +1026,10 @@ static int __init pagebuf_init(void)
 			ret);
 		goto err_deregister;
 	}
+
+	ret = pagebuf_cmo_init();
+	if (ret)
+		goto err_deregister;
 	return 0;
 
 err_deregister:

@@ -5,9 +5,12 @@ Paths ("via"):
               refuses to mmap RAM. For RAM, read()/write() copy through the kernel's
               cached linear mapping: they are not an uncached alias, whatever O_SYNC says
               refuses to mmap RAM (method "auto" falls back by itself)
-    mmap-uc   /dev/pagebuf mapped uncached     (pgprot_noncached)
+    mmap-uc   /dev/pagebuf mapped uncached, as /dev/mem O_SYNC maps RAM (arm64:
+              Normal non-cacheable; x86: pgprot_noncached)
     mmap-wc   /dev/pagebuf mapped write-combining
     mmap-wb   /dev/pagebuf mapped write-back, like the kernel's own alias
+    mmap-device  /dev/pagebuf mapped as device memory (pgprot_noncached: arm64
+              Device-nGnRnE, where unaligned accesses and memset of zero fault)
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ from .discovery import find_device
 from .errors import InvalidRequestError
 from .physmem import PhysMem, PhysMemError
 
-VIAS = ("devmem", "mmap-uc", "mmap-wc", "mmap-wb")
+VIAS = ("devmem", "mmap-uc", "mmap-wc", "mmap-wb", "mmap-device")
 METHODS = ("auto", "mmap", "rw")
-_CACHING = {"mmap-uc": uapi.CACHING_UC, "mmap-wc": uapi.CACHING_WC, "mmap-wb": uapi.CACHING_WB}
+_CACHING = {
+    "mmap-uc": uapi.CACHING_UC,
+    "mmap-wc": uapi.CACHING_WC,
+    "mmap-wb": uapi.CACHING_WB,
+    "mmap-device": uapi.CACHING_DEVICE,
+}
 
 
 class OutsideBuffersError(InvalidRequestError):

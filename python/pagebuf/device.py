@@ -84,6 +84,10 @@ class ModuleInfo:
         return bool(self.features & uapi.FEAT_FLUSH)
 
     @property
+    def can_clean(self) -> bool:
+        return bool(self.features & uapi.FEAT_CLEAN)
+
+    @property
     def can_inject(self) -> bool:
         return bool(self.features & uapi.FEAT_INJECT)
 
@@ -97,6 +101,7 @@ class ModuleInfo:
             "nr_buffers": self.nr_buffers,
             "dma_coherent": self.dma_coherent,
             "flush": self.can_flush,
+            "clean": self.can_clean,
             "inject": self.can_inject,
             "dma_mask_hex": f"0x{self.dma_mask:x}",
         }
@@ -207,11 +212,16 @@ class Device(Closing):
         s = self._kaccess(uapi.IOC_KCHECKSUM, buf_id, offset, length, 0, "kchecksum")
         return int(s.checksum)
 
-    def kflush(self, buf_id: int, offset: int = 0, length: int | None = None) -> None:
-        """Clean and invalidate the range's CPU cache lines through the kernel's alias."""
+    def kflush(
+        self, buf_id: int, offset: int = 0, length: int | None = None, *, clean_only: bool = False
+    ) -> None:
+        """Clean and invalidate the range's CPU cache lines in the kernel's alias; with
+        `clean_only`, write dirty lines back and leave them cached."""
         if length is None:
             length = self.buffer(buf_id).size - offset
-        self._kaccess(uapi.IOC_KFLUSH, buf_id, offset, length, 0, "kflush")
+        flags = uapi.KFLUSH_CLEAN if clean_only else 0
+        verb = "kflush --clean" if clean_only else "kflush"
+        self._kaccess(uapi.IOC_KFLUSH, buf_id, offset, length, 0, verb, flags)
 
     def inject(self, buf_id: int, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Debug only (module loaded with inject=1): write `data` through the kernel's
@@ -226,10 +236,17 @@ class Device(Closing):
         self.ioctl(uapi.IOC_SYNC, s, f"sync buffer {buf_id}")
 
     def _kaccess(
-        self, request: int, buf_id: int, offset: int, length: int, data: int, verb: str
+        self,
+        request: int,
+        buf_id: int,
+        offset: int,
+        length: int,
+        data: int,
+        verb: str,
+        flags: int = 0,
     ) -> uapi.PagebufKaccess:
         self._check_id(buf_id)
-        s = uapi.PagebufKaccess(id=buf_id, offset=offset, length=length, data=data)
+        s = uapi.PagebufKaccess(id=buf_id, flags=flags, offset=offset, length=length, data=data)
         self.ioctl(request, s, f"{verb} buffer {buf_id} [{offset:#x}+{length:#x}]")
         return s
 

@@ -257,7 +257,10 @@ class Experiment:
 
     def _skip_reason(self, arm: str) -> str | None:
         if arm in ("flush", "positive") and not self.info.can_flush:
-            return "this architecture gives a module no cache clean (KFLUSH unsupported)"
+            return (
+                "this kernel gives the module no cache clean or flush (KFLUSH unsupported; "
+                "/sys/class/misc/pagebuf/cache_ops says none)"
+            )
         injecting = arm == "inject" or self.params.inject_into == arm
         if injecting and not self.info.can_inject:
             return (
@@ -296,7 +299,8 @@ class Experiment:
                 self.dev.kflush(b.id)
             mem.write_bytes(0, _pattern_bytes(p, b, gen))  # the user's uncached write
             if arm == "positive":
-                self.dev.kflush(b.id)  # stale dirty lines cleaned over the user's data
+                # The kernel's stale dirty lines cleaned over the user's data.
+                self.dev.kflush(b.id, clean_only=True)
         injected: set[tuple[int, int]] = set()
         if arm == "inject" or p.inject_into == arm:
             for b, off in _inject_targets(p, bufs, self.line):

@@ -33,7 +33,7 @@ def no_iommu() -> bool:
 
 def test_module_info_matches_sysfs(dev: Device) -> None:
     info = dev.info()
-    assert info.api_version == 1 == sysfs_int("version")
+    assert info.api_version == 2 == sysfs_int("version")
     assert info.page_size == PAGE
     assert info.max_order == sysfs_int("max_order") == 10
     assert info.max_pages == sysfs_int("max_pages") == 32768

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno as E
 import mmap
 import os
+import platform
 import struct
 from collections.abc import Iterator
 
@@ -103,7 +104,7 @@ def test_mapping_keeps_pages_after_free(dev: Device) -> None:
 
 
 def test_set_caching_rejects(dev: Device) -> None:
-    for mode in (4, 2**32 - 1):
+    for mode in (uapi.CACHING_DEVICE + 1, 2**32 - 1):
         with pytest.raises(PagebufError) as err:
             dev.set_caching(mode)
         assert err.value.errno == E.EINVAL
@@ -149,31 +150,90 @@ def _pte_flags(addr: int) -> set[str]:
     raise AssertionError(f"0x{addr:x} not in {PTDUMP}")
 
 
-def test_the_caching_mode_reaches_the_page_tables(
-    dev: Device, mapping_fd: int, request: pytest.FixtureRequest
-) -> None:
-    import ctypes
+ARM64 = platform.machine() == "aarch64"
+# What each mode's user PTE must say: x86 PAT bits, or arm64's memory type.
+ARM64_TYPES = {
+    "default": "MEM/NORMAL",
+    "wb": "MEM/NORMAL",
+    "sync": "MEM/NORMAL-NC",  # as arm64's /dev/mem maps RAM opened O_SYNC
+    "uc": "MEM/NORMAL-NC",
+    "wc": "MEM/NORMAL-NC",
+    "device": "DEVICE/nGnRnE",
+}
+
+
+def _ptdump_ready() -> None:
     import subprocess
 
     if not os.path.exists(PTDUMP):
         subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], check=False)
     if not os.path.exists(PTDUMP):
+        if os.environ.get("PAGEBUF_KERNEL") == "custom":  # built with PTDUMP_DEBUGFS for this
+            pytest.fail(f"the test kernel has no {PTDUMP}")
         pytest.skip("no page-table dump (CONFIG_PTDUMP_DEBUGFS): the custom kernel has it")
-    mode = request.node.callspec.params["mapping_fd"]
-    buf = dev.alloc(2)
-    m = map_phys(mapping_fd, buf.phys_addr, buf.size)
+
+
+def _mapping_flags(fd: int, phys: int, size: int) -> set[str]:
+    import ctypes
+
+    m = map_phys(fd, phys, size)
     try:
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-        flags = _pte_flags(addr)
-        assert {"USR", "RW"} <= flags, flags
-        if mode in ("default", "wb"):
-            assert not flags & {"PCD", "PWT"}, flags  # write-back, as the kernel's alias
-        elif mode in ("sync", "uc"):
-            assert "PCD" in flags, flags  # uncached (UC-), as /dev/mem with O_SYNC
-        else:  # write-combining: PWT with PAT, the UC- fallback (PCD) when booted nopat
-            assert flags & {"PCD", "PWT"}, flags
+        return _pte_flags(ctypes.addressof(ctypes.c_char.from_buffer(m)))
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("mode", list(ARM64_TYPES))
+def test_the_caching_mode_reaches_the_page_tables(module: None, mode: str) -> None:
+    import fcntl
+
+    _ptdump_ready()
+    fd = os.open("/dev/pagebuf", os.O_RDWR | (os.O_SYNC if mode == "sync" else 0))
+    try:
+        modes = {"wb": uapi.CACHING_WB, "uc": uapi.CACHING_UC, "wc": uapi.CACHING_WC,
+                 "device": uapi.CACHING_DEVICE}  # fmt: skip
+        if mode in modes:
+            fcntl.ioctl(fd, uapi.IOC_SET_CACHING, uapi.PagebufCaching(mode=modes[mode]))
+        with Device() as dev:
+            buf = dev.alloc(2)
+            flags = _mapping_flags(fd, buf.phys_addr, buf.size)
+    finally:
+        os.close(fd)
+    assert {"USR", "RW"} <= flags, flags
+    if ARM64:
+        types = {f for f in flags if f.startswith(("MEM/", "DEVICE/"))}
+        assert types == {ARM64_TYPES[mode]}, flags
+    elif mode in ("default", "wb"):
+        assert not flags & {"PCD", "PWT"}, flags  # write-back, as the kernel's alias
+    elif mode in ("sync", "uc", "device"):
+        assert "PCD" in flags, flags  # uncached (UC-), as /dev/mem with O_SYNC
+    else:  # write-combining: PWT with PAT, the UC- fallback (PCD) when booted nopat
+        assert flags & {"PCD", "PWT"}, flags
+
+
+def test_dev_pagebuf_o_sync_maps_ram_as_dev_mem_does(dev: Device) -> None:
+    """The same page mapped O_SYNC through /dev/mem and through /dev/pagebuf gets the same
+    page-table attributes: pagebuf's uncached alias is the one the reference note used."""
+    _ptdump_ready()
+    buf = dev.alloc(0)
+    ours = os.open("/dev/pagebuf", os.O_RDWR | os.O_SYNC)
+    try:
+        theirs = os.open("/dev/mem", os.O_RDWR | os.O_SYNC)
+    except OSError as exc:
+        os.close(ours)
+        pytest.skip(f"no /dev/mem: {exc}")
+    try:
+        try:
+            via_devmem = _mapping_flags(theirs, buf.phys_addr, PAGE)
+        except OSError as exc:  # STRICT_DEVMEM (EPERM), or x86 PAT (EINVAL)
+            if os.environ.get("PAGEBUF_KERNEL") == "custom":
+                raise  # the test kernel is built and booted to allow it
+            pytest.skip(f"/dev/mem refuses to map RAM here: {exc}")
+        via_pagebuf = _mapping_flags(ours, buf.phys_addr, PAGE)
+    finally:
+        os.close(ours)
+        os.close(theirs)
+    assert via_pagebuf == via_devmem
 
 
 def test_read_and_write_at_physical_offsets(dev: Device) -> None:

@@ -21,7 +21,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define PAGEBUF_API_VERSION	1
+#define PAGEBUF_API_VERSION	2
 
 /* struct pagebuf_buffer.flags */
 #define PAGEBUF_BUF_DMA		0x1	/* dma_map_page(DMA_BIDIRECTIONAL) */
@@ -32,20 +32,33 @@
 #define PAGEBUF_FREE_ALL	0x1	/* every buffer this file may free */
 #define PAGEBUF_FREE_FLAGS	PAGEBUF_FREE_ALL
 
-/* struct pagebuf_caching.mode: attribute of this file's later mmap()s */
-#define PAGEBUF_CACHING_DEFAULT	0	/* write-back; uncached if opened O_SYNC */
+/*
+ * struct pagebuf_caching.mode: attribute of this file's later mmap()s.
+ * UC is the uncached alias /dev/mem gives RAM opened O_SYNC: on arm64 that
+ * is Normal non-cacheable (as phys_mem_access_prot() maps it), which takes
+ * unaligned accesses and DC ZVA; elsewhere pgprot_noncached(). DEVICE is
+ * pgprot_noncached() everywhere: on arm64 Device-nGnRnE, where unaligned
+ * accesses and DC ZVA (memset of zero) fault; on x86 the same as UC.
+ */
+#define PAGEBUF_CACHING_DEFAULT	0	/* write-back; UC if opened O_SYNC */
 #define PAGEBUF_CACHING_WB	1	/* write-back, as the kernel's own alias */
-#define PAGEBUF_CACHING_UC	2	/* uncached (pgprot_noncached) */
+#define PAGEBUF_CACHING_UC	2	/* uncached, as /dev/mem O_SYNC maps RAM */
 #define PAGEBUF_CACHING_WC	3	/* write-combining (pgprot_writecombine) */
+#define PAGEBUF_CACHING_DEVICE	4	/* device memory (pgprot_noncached) */
 
 /* struct pagebuf_sync.direction */
 #define PAGEBUF_SYNC_FOR_CPU	1	/* dma_sync_single_for_cpu() */
 #define PAGEBUF_SYNC_FOR_DEVICE	2	/* dma_sync_single_for_device() */
 
 /* struct pagebuf_info.features */
-#define PAGEBUF_FEAT_DMA_COHERENT	0x1 /* no cache maintenance needed */
-#define PAGEBUF_FEAT_FLUSH		0x2 /* KFLUSH works on this architecture */
-#define PAGEBUF_FEAT_INJECT		0x4 /* loaded with inject=1: INJECT works */
+#define PAGEBUF_FEAT_DMA_COHERENT	0x1 /* DMA syncs do no cache maintenance */
+#define PAGEBUF_FEAT_FLUSH		0x2 /* KFLUSH cleans and invalidates */
+#define PAGEBUF_FEAT_INJECT		0x4 /* inject=1 and FLUSH: INJECT works */
+#define PAGEBUF_FEAT_CLEAN		0x8 /* KFLUSH with PAGEBUF_KFLUSH_CLEAN */
+
+/* struct pagebuf_kaccess.flags, for KFLUSH only */
+#define PAGEBUF_KFLUSH_CLEAN	0x1	/* clean only: lines stay cached */
+#define PAGEBUF_KFLUSH_FLAGS	PAGEBUF_KFLUSH_CLEAN
 
 /**
  * struct pagebuf_info - module limits and state (PAGEBUF_IOC_GET_INFO)
@@ -143,7 +156,7 @@ struct pagebuf_caching {
  * struct pagebuf_kaccess - touch a buffer through the kernel's own cached
  * linear mapping (PAGEBUF_IOC_KREAD, _KWRITE, _KCHECKSUM, _KFLUSH, _INJECT)
  * @id:       (in) buffer
- * @flags:    must be zero
+ * @flags:    (in) KFLUSH: PAGEBUF_KFLUSH_*; must be zero for the others
  * @offset:   (in) byte offset into the buffer
  * @length:   (in) bytes, offset + length within the buffer
  * @data:     (in) user pointer: destination for KREAD, source for KWRITE
@@ -151,10 +164,13 @@ struct pagebuf_caching {
  * @checksum: (out) KCHECKSUM: CRC-32 (as zlib's crc32()) of the range
  * @reserved: must be zero
  *
- * KFLUSH cleans and invalidates the range's cache lines (x86: clflush);
- * EOPNOTSUPP where the architecture offers a module no way to. INJECT is
- * KWRITE followed by KFLUSH: it stands for a write-back of stale lines, and
- * exists only when the module is loaded with inject=1 (EPERM otherwise).
+ * KFLUSH cleans (writes dirty lines back to memory) and invalidates the
+ * range's lines in the kernel's alias; with PAGEBUF_KFLUSH_CLEAN it only
+ * cleans. EOPNOTSUPP where the module has no way to (no PAGEBUF_FEAT_FLUSH
+ * or _CLEAN). INJECT is KWRITE followed by KFLUSH: it stands for a
+ * write-back of stale lines, and exists only when the module is loaded with
+ * inject=1 (EPERM otherwise) on a kernel where KFLUSH works (EOPNOTSUPP
+ * otherwise, before anything is written).
  */
 struct pagebuf_kaccess {
 	__u32 id;
