@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import access, cpus, doctor, errors, names, report, uapi
+from . import access, advice, cpus, doctor, errors, names, report, uapi
 from .device import Buffer, Device
 from .physmem import PhysMem
 from .results import ResultWriter, default_path, read_records
@@ -350,6 +350,13 @@ def _read_rows(path: str) -> list[report.ArmRow]:
     return rows
 
 
+def _print_recommendation(path: str) -> None:
+    """After a compare run's table: what it showed and what to do (nothing for a run)."""
+    rec = advice.for_records(read_records(path))
+    if rec is not None:
+        print(f"\n{rec.text}")
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds: CPUs come back, results stay on disk
 
@@ -361,12 +368,15 @@ def run_experiment(args: argparse.Namespace) -> int:
     params = _params(args)
     experiment.check_params(params)
     path = args.output or str(default_path(f"pagebuf-{args.command}"))
-    with Device(args.device) as dev, ResultWriter(path) as out:
+    writer = advice.RecommendingWriter if args.command == "compare" else ResultWriter
+    with Device(args.device) as dev, writer(path) as out:
         try:
             results = experiment.Experiment(dev, params, out, args.device).run()
         finally:
             print(f"results: {path}", file=sys.stderr)
     _print_rows(_read_rows(path), args.json)
+    if not args.json:
+        _print_recommendation(path)
     return experiment.exit_code(results)
 
 
@@ -377,6 +387,8 @@ def run_report(args: argparse.Namespace) -> int:
         check_output(args.plot)
     rows = _read_rows(args.file)
     _print_rows(rows, args.json)
+    if not args.json:
+        _print_recommendation(args.file)
     if args.plot:
         plot(read_records(args.file), args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
@@ -431,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 dev.free(args.id)
         elif args.command == "status":
-            info = dev.info().to_dict()
+            info = {**dev.info().to_dict(), "cache_ops": doctor.cache_ops_of(dev) or "unknown"}
             if args.json:
                 _print_json(info)
             else:

@@ -19,12 +19,27 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .device import Device
+from .device import Device, ModuleInfo
 from .errors import PagebufError
-from .sysinfo import cache_line_size, cpu_flags
+from .sysinfo import (
+    ACPI_ROOT,
+    DMI_VENDOR,
+    cache_line_size,
+    cpu_flags,
+    dma_coherent_nodes,
+    dt_root,
+    dt_strings,
+    page_size,
+    read_text,
+    vm_name,
+)
 
 DEVMEM_OPTIONS = ("CONFIG_DEVMEM", "CONFIG_STRICT_DEVMEM", "CONFIG_IO_STRICT_DEVMEM")
 TOKEN = b"pagebuf\x5a"
+CACHE_OPS_FILE = Path("/sys/class/misc/pagebuf/cache_ops")
+ARM64 = ("aarch64", "arm64")
+X86 = ("x86_64", "i686", "i386")
+NORMAL_NC = "Normal non-cacheable"
 
 
 @dataclass(frozen=True)
@@ -135,28 +150,82 @@ def check_arch(report: Report, arch: str, flags: set[str], cmdline: str) -> None
                 "no",
                 "uncached accesses may miss dirty lines of the cached alias",
             )
-    elif arch in ("aarch64", "arm64") or arch.startswith("arm"):
-        report.add(
-            "O_SYNC mapping of RAM",
-            "risk",
-            "Normal non-cacheable",
-            "mismatched attributes (Arm ARM): the cached alias's dirty lines can be "
-            "written back over data written through /dev/mem",
-        )
+    elif arch in ARM64 or arch.startswith("arm"):
+        report.add("O_SYNC mapping of RAM", "risk", NORMAL_NC, _arm_sync_detail(arch))
     else:
         report.add("O_SYNC mapping of RAM", "warn", "unknown", f"not characterised for {arch}")
-    if "hypervisor" in flags or "QEMU" in _text("/sys/class/dmi/id/sys_vendor"):
-        report.add(
-            "virtual machine",
-            "warn",
-            "yes",
-            "emulators such as QEMU do not model CPU caches: real corruption "
-            "cannot be reproduced here; only injected faults can",
+
+
+def _arm_sync_detail(arch: str) -> str:
+    """What /dev/mem O_SYNC gives RAM on Arm, and which /dev/pagebuf path matches it."""
+    risk = (
+        "mismatched attributes (Arm ARM): the cached alias's dirty lines can be "
+        "written back over data written through /dev/mem"
+    )
+    if arch in ARM64:
+        return (
+            f"{risk}; /dev/pagebuf --via mmap-uc maps the same, --via mmap-device maps "
+            "Device-nGnRnE (unaligned accesses and memset of zero fault there)"
         )
+    return f"{risk}; /dev/pagebuf --via mmap-wc maps the same here"
 
 
-def check_cpus(report: Report) -> None:
+def check_vm(report: Report, name: str | None) -> None:
+    """A hypervisor or emulator, named when known (see sysinfo.vm_name)."""
+    if name is None:
+        return
+    report.add(
+        "virtual machine",
+        "warn",
+        name,
+        "emulators such as QEMU do not model CPU caches: real corruption "
+        "cannot be reproduced here; only injected faults can",
+    )
+
+
+def check_page_size(report: Report, arch: str, size: int) -> None:
+    detail = ""
+    if arch in ARM64:
+        detail = "arm64 kernels use 4, 16 or 64 KiB pages: buffers and offsets follow this one"
+    report.add("page size", "info", f"{size // 1024} KiB", detail)
+
+
+def check_platform_dma(report: Report, dt: Path | None, acpi: bool) -> None:
+    """Whether the platform's own devices snoop the CPU caches, as far as firmware says."""
+    name = "platform DMA"
+    if dt is not None:
+        nodes = dma_coherent_nodes(dt)
+        if not nodes:
+            report.add(
+                name,
+                "info",
+                "no device-tree node declares dma-coherent",
+                "the platform's devices are non-coherent, as is typical of SoCs with a "
+                "Mali GPU: their drivers must clean and invalidate through the DMA API",
+            )
+            return
+        shown = ", ".join(nodes[:3]) + (", ..." if len(nodes) > 3 else "")
+        report.add(
+            name,
+            "info",
+            f"{len(nodes)} device-tree node(s) declare dma-coherent",
+            f"{shown}: these devices and their children snoop the CPU caches; "
+            "the others are non-coherent",
+        )
+    elif acpi:
+        report.add(
+            name,
+            "info",
+            "unknown",
+            "ACPI: each device's _CCA says it, and the kernel does not expose that",
+        )
+    else:
+        report.add(name, "info", "unknown", "no device tree and no ACPI tables found")
+
+
+def check_cpus(report: Report, arch: str) -> None:
     report.add("cache line", "info", f"{cache_line_size() or 'unknown'} bytes")
+    check_page_size(report, arch, page_size())
     online = _text("/sys/devices/system/cpu/online").strip() or str(os.cpu_count())
     report.add("online CPUs", "info", online)
 
@@ -238,8 +307,33 @@ def _devmem_mmap(extra: int) -> Callable[[int], bytes]:
     return probe
 
 
-def check_module(report: Report, dev: Device) -> None:
-    info = dev.info()
+def read_cache_ops(path: Path = CACHE_OPS_FILE) -> str | None:
+    """The module's cache maintenance (pmem, dma or none); None: an older module."""
+    text = read_text(path).strip()
+    return text or None
+
+
+def cache_ops_of(dev: Device) -> str | None:
+    """`cache_ops` of the device's own sysfs node (udev found it), else the usual path."""
+    sys_path = dev.node.sys_path
+    return read_cache_ops(sys_path / "cache_ops" if sys_path is not None else CACHE_OPS_FILE)
+
+
+CACHE_OPS = {
+    "pmem": ("ok", "arch_wb_cache_pmem() cleans, arch_invalidate_pmem() invalidates"),
+    "dma": (
+        "ok",
+        "the streaming DMA API on the module's own non-coherent device cleans and invalidates",
+    ),
+    "none": (
+        "warn",
+        "the module cannot clean or invalidate the kernel's alias: the flush "
+        "arm, the positive control and injection are skipped",
+    ),
+}
+
+
+def check_module(report: Report, info: ModuleInfo, arch: str, cache_ops: str | None) -> None:
     report.add(
         "pagebuf module",
         "ok",
@@ -250,24 +344,64 @@ def check_module(report: Report, dev: Device) -> None:
     if info.dma_coherent:
         report.add("DMA coherent", "ok", "yes", "dma_sync_* need no cache maintenance")
     else:
-        report.add("DMA coherent", "info", "no", "dma_sync_* clean and invalidate the caches")
+        own = "pagebuf's own device, which no firmware describes: " if arch in ARM64 else ""
+        report.add("DMA coherent", "info", "no", f"{own}dma_sync_* clean and invalidate the caches")
+    check_cache_ops(report, info, cache_ops)
+    if arch in ARM64 and info.api_version < 2:
+        report.add(
+            "mmap-uc",
+            "warn",
+            "Device-nGnRnE",
+            "a module older than api 2 maps UC as pgprot_noncached, not the Normal "
+            "non-cacheable /dev/mem O_SYNC gives RAM: rebuild the module",
+        )
+    if page_size() != info.page_size:
+        report.add(
+            "module page size",
+            "warn",
+            f"{info.page_size} bytes",
+            f"not this kernel's {page_size()}: built for another kernel?",
+        )
+
+
+def check_cache_ops(report: Report, info: ModuleInfo, cache_ops: str | None) -> None:
+    """How the module cleans and invalidates the kernel's alias (sysfs `cache_ops`)."""
+    inject = "; INJECT on (inject=1)" if info.can_inject else ""
+    if cache_ops is None:
+        how = "KFLUSH works" if info.can_flush else "no KFLUSH"
+        report.add(
+            "cache maintenance",
+            "info",
+            "unknown",
+            f"no {CACHE_OPS_FILE}: a module older than api 2; {how}{inject}",
+        )
+        return
+    verdict, detail = CACHE_OPS.get(cache_ops, ("warn", "not a value this pagebuf knows"))
+    report.add("cache maintenance", verdict, cache_ops, detail + inject)
 
 
 def diagnose(open_device: Callable[[], Device] = Device) -> Report:
     report = Report()
     cmdline = _text("/proc/cmdline")
+    arch = platform.machine()
+    flags = cpu_flags(_text("/proc/cpuinfo"))
+    dt = dt_root()
     report.add("kernel", "info", f"{platform.system()} {platform.release()}")
     check_config(report, *read_kconfig())
-    check_arch(report, platform.machine(), cpu_flags(_text("/proc/cpuinfo")), cmdline)
-    check_cpus(report)
+    check_arch(report, arch, flags, cmdline)
+    compatible = dt_strings(dt / "compatible") if dt is not None else []
+    check_vm(report, vm_name(flags, read_text(DMI_VENDOR), compatible))
+    check_cpus(report, arch)
     check_dma(report, cmdline)
+    if arch not in X86:
+        check_platform_dma(report, dt, ACPI_ROOT.is_dir())
     try:
         dev = open_device()
     except PagebufError as exc:
         report.add("pagebuf module", "warn", "unavailable", exc.message)
         return report
     with dev:
-        check_module(report, dev)
+        check_module(report, dev.info(), arch, cache_ops_of(dev))
         try:
             probe_dma(report, dev)
             probe_devmem(report, dev)
@@ -278,14 +412,21 @@ def diagnose(open_device: Callable[[], Device] = Device) -> Report:
 
 def summary(report: Report) -> str:
     """Which case this machine is in, in one sentence."""
-    verdicts = {f.name: f for f in report.findings}
-    vm = "virtual machine" in verdicts
-    risk = [f.name for f in report.findings if f.verdict == "risk"]
-    if vm:
+    vm = report.get("virtual machine")
+    if vm is not None:
+        if vm.value == "QEMU":
+            return "emulated (QEMU): no caches, only the mechanics and the detector are tested"
         return (
-            "virtual machine: caches are not modelled, so only injected faults show up; "
-            "a clean run here says nothing about hardware"
+            f"virtual machine ({vm.value}): the hypervisor decides what reaches the caches, "
+            "so only the mechanics and the detector are tested"
         )
+    sync = report.get("O_SYNC mapping of RAM")
+    if sync is not None and sync.value == NORMAL_NC:
+        return (
+            "aliases can diverge here — a clean run means something, a corrupted one is "
+            "the reference note's bug"
+        )
+    risk = [f.name for f in report.findings if f.verdict == "risk"]
     if risk:
         return "corruption through uncached aliases can occur here (" + ", ".join(risk) + ")"
     return "aliases are expected to stay coherent here; a clean run is the expected result"

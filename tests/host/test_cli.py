@@ -13,6 +13,8 @@ import pytest
 
 from pagebuf import cli, device
 from pagebuf.device import Buffer, ModuleInfo
+from pagebuf.discovery import DeviceNode
+from pagebuf.results import read_records
 
 DMA_BUF = Buffer(id=7, order=2, flags=0x1, phys_addr=0x3E58000, dma_addr=0x3E58000, size=16384)
 
@@ -55,9 +57,10 @@ class FakeDevice:
     """Stands in for /dev/pagebuf so output formatting can be checked on any host."""
 
     freed: list[int] = []
+    sys_path: Path | None = None
 
     def __init__(self, path: object = None) -> None:
-        pass
+        self.node = DeviceNode(Path("/dev/pagebuf"), self.sys_path)
 
     def __enter__(self) -> FakeDevice:
         return self
@@ -89,6 +92,7 @@ class FakeDevice:
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeDevice]]:
     monkeypatch.setattr(cli, "Device", FakeDevice)
     FakeDevice.freed = []
+    FakeDevice.sys_path = None
     yield FakeDevice
     assert device.Device is not FakeDevice
 
@@ -119,10 +123,16 @@ def test_list_and_info(fake: type[FakeDevice], capsys: pytest.CaptureFixture) ->
     assert fake.freed == [7]
 
 
-def test_status(fake: type[FakeDevice], capsys: pytest.CaptureFixture) -> None:
+def test_status(fake: type[FakeDevice], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    fake.sys_path = tmp_path
+    (tmp_path / "cache_ops").write_text("dma\n")
     assert cli.main(["status", "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert obj["max_order"] == 10 and obj["dma_coherent"] is True
+    assert obj["cache_ops"] == "dma"
+    (tmp_path / "cache_ops").unlink()  # a module older than api 2 has no such file
+    assert cli.main(["status"]) == 0
+    assert "cache_ops      unknown" in capsys.readouterr().out.splitlines()
 
 
 def test_report_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -166,3 +176,72 @@ class FakeOpen:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def compare_file(path: Path, arms: list[str]) -> Path:
+    """A finished run's records: cached corrupted, every other arm clean."""
+    recs: list[dict[str, object]] = [{"type": "header", "params": {"arms": arms}, "doctor": {}}]
+    for arm in arms:
+        bad = [[0, "stale"]] if arm == "cached" else []
+        recs.append({"type": "check", "arm": arm, "t": 0.0, "buffer": 1, "bytes": 4096,
+                     "lines_checked": 64, "bad": bad, "seconds": 0.001})  # fmt: skip
+    verdict = {"cached": "corrupted", "positive": "fired", "inject": "injected-detected"}
+    recs += [{"type": "arm_summary", "arm": a, "verdict": verdict.get(a, "clean"), "note": ""}
+             for a in arms]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+COMPARE = ["cached", "dma", "single-cpu", "flush", "positive", "inject"]
+
+
+def test_report_of_a_compare_ends_with_the_recommendation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = compare_file(tmp_path / "cmp.jsonl", COMPARE)
+    assert cli.main(["report", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[1:7]] == COMPARE  # the table comes first
+    ending = out[out.index("") + 1 :]
+    assert ending[0] == "corrupted: cached"
+    assert ending[-3].startswith("=> the dma arm stayed clean while cached corrupted: ")
+    assert cli.main(["report", str(path), "--json"]) == 1  # JSON stays one array of rows
+    assert [r["arm"] for r in json.loads(capsys.readouterr().out)] == COMPARE
+
+
+def test_report_of_a_single_run_has_no_recommendation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = compare_file(tmp_path / "run.jsonl", ["cached", "positive", "inject"])
+    assert cli.main(["report", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "=>" not in out and len(out.splitlines()) == 4
+
+
+def test_compare_prints_and_records_the_recommendation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's part only: the engine is replaced by one that writes a finished run."""
+    from pagebuf import experiment
+
+    class Engine:
+        def __init__(self, dev: object, params: experiment.RunParams, out: object,
+                     device_path: object = None) -> None:  # fmt: skip
+            self.params, self.out = params, out
+
+        def run(self) -> list[experiment.ArmResult]:
+            src = compare_file(tmp_path / "src.jsonl", list(self.params.arms))
+            for rec in read_records(src):
+                self.out.write(rec)  # type: ignore[attr-defined]
+            self.out.write({"type": "summary", "exit_code": 1})  # type: ignore[attr-defined]
+            return [experiment.ArmResult("cached", "corrupted")]
+
+    monkeypatch.setattr(cli, "Device", lambda path=None: FakeOpen())
+    monkeypatch.setattr(experiment, "Experiment", Engine)
+    out = tmp_path / "cmp.jsonl"
+    assert cli.main(["compare", "--output", str(out)]) == 1
+    printed = capsys.readouterr().out
+    summary = list(read_records(out))[-1]
+    assert summary["type"] == "summary"
+    assert printed.rstrip("\n").endswith(summary["recommendation"])
+    assert "=> the dma arm stayed clean while cached corrupted" in summary["recommendation"]
