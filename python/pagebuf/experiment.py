@@ -263,10 +263,12 @@ class Experiment:
             )
         injecting = arm == "inject" or self.params.inject_into == arm
         if injecting and not self.info.can_inject:
-            return (
-                "the module was not loaded with inject=1, so this run did not prove "
-                "that its detector finds corruption"
+            why = (
+                "the module was not loaded with inject=1"
+                if self.info.can_flush
+                else "the module cannot flush here (cache_ops none), so INJECT is off"
             )
+            return f"{why}, so this run did not prove that its detector finds corruption"
         return None
 
     def run_arm(self, arm: str) -> ArmResult:

@@ -27,13 +27,14 @@ LOG: list[tuple[Any, ...]] = []
 class FakeDevice:
     """Records every call; keeps each buffer's bytes as the kernel's view."""
 
+    features = uapi.FEAT_FLUSH | uapi.FEAT_CLEAN | uapi.FEAT_INJECT
+
     def __init__(self) -> None:
         self.bufs: dict[int, bytearray] = {}
         self.next_id = 1
 
     def info(self) -> ModuleInfo:
-        features = uapi.FEAT_FLUSH | uapi.FEAT_INJECT
-        return ModuleInfo(1, features, 4096, 10, 32768, 0, 0, 2**64 - 1)
+        return ModuleInfo(2, self.features, 4096, 10, 32768, 0, 0, 2**64 - 1)
 
     def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
         buf_id, self.next_id = self.next_id, self.next_id + 1
@@ -192,3 +193,20 @@ def test_a_helper_that_stops_fails_the_run_and_the_rest_are_reaped(
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # gone and reaped: nothing left to wait for
+
+
+@pytest.mark.parametrize(
+    ("features", "arm", "reason"),
+    [
+        (0, "flush", "no cache clean or flush"),
+        (0, "positive", "no cache clean or flush"),
+        (0, "inject", "cannot flush here (cache_ops none)"),
+        (uapi.FEAT_FLUSH | uapi.FEAT_CLEAN, "inject", "not loaded with inject=1"),
+    ],
+)
+def test_skipped_arms_say_why(
+    run: Any, monkeypatch: pytest.MonkeyPatch, features: int, arm: str, reason: str
+) -> None:
+    monkeypatch.setattr(FakeDevice, "features", features)
+    assert run(arm) == []  # nothing allocated, nothing touched
+    assert run.result.verdict == "skipped" and reason in run.result.note
