@@ -14,7 +14,6 @@ import json
 import mmap
 import os
 import platform
-import signal
 import subprocess
 import sys
 import zlib
@@ -209,9 +208,11 @@ def test_uncached_mapping_takes_memset_memcpy_and_unaligned(dev: Device, mode: i
 
 
 def test_device_mapping(dev: Device) -> None:
-    """PAGEBUF_CACHING_DEVICE is pgprot_noncached(): aligned accesses work everywhere;
-    on arm64 it is Device-nGnRnE and an unaligned store faults, which is why the
-    uncached mode (/dev/mem's) is Normal non-cacheable there."""
+    """PAGEBUF_CACHING_DEVICE is pgprot_noncached(): aligned accesses of every width work.
+    On arm64 it is Device-nGnRnE, where an unaligned store faults on hardware (which is
+    why the uncached mode, /dev/mem's, is Normal non-cacheable there); QEMU 7.2 does not
+    model that fault, so on arm64 the memory type itself is checked, in ptdump
+    (test_mmap.py::test_the_caching_mode_reaches_the_page_tables[device])."""
     from pagebuf.physmem import PhysMem
 
     buf = dev.alloc(1)
@@ -221,10 +222,8 @@ def test_device_mapping(dev: Device) -> None:
         m.write32(16, 0xCAFEF00D)
         assert m.read64(8) == 0x0123456789ABCDEF and m.read32(16) == 0xCAFEF00D
     assert dev.kread(buf.id, 8, 12) == bytes.fromhex("efcdab8967452301 0df0feca")
-    proc = probe(buf.phys_addr, buf.size, uapi.CACHING_DEVICE, "unaligned")
-    if ARM64:
-        assert proc.returncode == -signal.SIGBUS, (proc.returncode, proc.stderr)
-    else:
+    if not ARM64:  # x86: the same as UC, which takes unaligned stores
+        proc = probe(buf.phys_addr, buf.size, uapi.CACHING_DEVICE, "unaligned")
         assert proc.returncode == 0, proc.stderr
 
 
