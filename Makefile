@@ -2,6 +2,8 @@
 #
 #   make                      build kmod/pagebuf.ko against KDIR
 #   make vm CMD='...'         boot KERNEL under QEMU, pagebuf.ko loaded, run CMD
+#                             (ARCH=arm64: an emulated arm64 guest, its own root filesystem)
+#   make rootfs ARCH=arm64    build the arm64 guest's root filesystem (once, cached)
 #   make test                 host tests, then the in-VM suite
 #   make check                checkpatch --strict, sparse, ruff
 #   make setup                install what the above need (apt, pip); idempotent
@@ -21,7 +23,9 @@ shell_quote = '$(subst ','\'',$(1))'
 # The host packages the VM harness and the checks need.
 APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev kmod cpio \
 	qemu-system-x86 busybox-static linux-image-amd64 linux-headers-amd64 \
-	sparse udev linux-source-6.12 memtester
+	sparse udev linux-source-6.12 memtester \
+	gcc-aarch64-linux-gnu qemu-system-arm qemu-user-static binfmt-support \
+	mmdebstrap arch-test
 SETUP_STAMP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf/setup-$(shell \
 	cat pyproject.toml Makefile | md5sum | cut -c1-12)
 
@@ -31,7 +35,12 @@ CACHE := $(or $(PAGEBUF_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf)
 CHECKPATCH := $(CACHE)/checkpatch/linux-source-6.12/scripts/checkpatch.pl
 DEBIAN_KDIR = $(lastword $(sort $(wildcard /lib/modules/*-amd64/build)))
 
-.PHONY: all modules clean setup kernel vm test test-host test-vm check bench
+# ARCH=arm64 (or aarch64) boots an emulated arm64 guest with a root filesystem of its own.
+VMARCH = $(if $(ARCH),--arch $(ARCH))
+# The guest's Python: the host's for x86, which shares the host's root filesystem.
+GUEST_PYTHON = $(if $(filter arm64 aarch64,$(ARCH)),python3,$(PYTHON))
+
+.PHONY: all modules clean setup kernel rootfs vm test test-host test-vm check bench
 
 all: modules
 
@@ -54,19 +63,24 @@ $(SETUP_STAMP):
 
 setup: $(SETUP_STAMP)
 
-# The test kernel without STRICT_DEVMEM, built once and cached (python/pagebuf/vm/kbuild.py).
+# The test kernel without STRICT_DEVMEM, built once and cached (python/pagebuf/vm/kbuild.py);
+# `make kernel ARCH=arm64` cross-builds the arm64 one.
 kernel: $(SETUP_STAMP)
-	$(PYTHON) -m pagebuf.vm.kbuild
+	$(PYTHON) -m pagebuf.vm.kbuild $(if $(ARCH),--arch $(ARCH))
+
+# The arm64 guest's Debian 12 root filesystem, built once and cached (python/pagebuf/vm/rootfs.py).
+rootfs: $(SETUP_STAMP)
+	$(PYTHON) -m pagebuf.vm.rootfs $(VMARCH)
 
 vm: $(SETUP_STAMP)
-	@$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) $(call shell_quote,$(value CMD))
+	@$(PYTHON) -m pagebuf.vm $(VMARCH) --kernel "$$KERNEL" $(VMFLAGS) $(call shell_quote,$(value CMD))
 
 test-host: $(SETUP_STAMP)
 	$(PYTHON) -m pytest -q tests/host
 
 test-vm: $(SETUP_STAMP)
-	$(PYTHON) -m pagebuf.vm --kernel "$$KERNEL" $(VMFLAGS) \
-		"$(PYTHON) -m pytest -q -p no:cacheprovider --durations=8 $(VMTESTS)"
+	$(PYTHON) -m pagebuf.vm $(VMARCH) --kernel "$$KERNEL" $(VMFLAGS) \
+		"$(GUEST_PYTHON) -m pytest -q -p no:cacheprovider --durations=8 $(VMTESTS)"
 
 # The whole suite: static checks, the test kernel (built once, then cached: the host
 # tests build the module against it too), host tests, then the in-VM suite on each kernel.

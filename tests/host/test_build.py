@@ -4,6 +4,7 @@ leaves the tree as git has it."""
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,3 +63,53 @@ def test_make_without_kernel_headers_says_what_to_do(tmp_path: Path) -> None:
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode != 0
     assert "no kernel build tree at KDIR" in proc.stderr and "make vm" in proc.stderr
+
+
+# --- Warning-free (W=1) against 6.1 and 6.12 on both architectures ---
+# `make test` builds every kernel and the arm64 root filesystem first and sets
+# PAGEBUF_REQUIRE_KERNELS=1: there a missing tree is a failure, not a skip.
+REQUIRE = os.environ.get("PAGEBUF_REQUIRE_KERNELS") == "1"
+
+
+def _target_kernel(which: str) -> object:
+    """The GuestKernel to build against, or the reason there is none here."""
+    from pagebuf.vm import VmError
+    from pagebuf.vm.kbuild import custom_kernel
+    from pagebuf.vm.kernels import debian_kernel, debian_rootfs_kernel
+    from pagebuf.vm.paths import cache_root
+    from pagebuf.vm.rootfs import ensure_rootfs
+
+    try:
+        if which == "x86_64-6.1":
+            return debian_kernel()
+        if which == "x86_64-6.12":
+            return custom_kernel(cache_root(), build=False)
+        if which == "arm64-6.1":
+            return debian_rootfs_kernel(ensure_rootfs(cache_root(), build=False), "arm64")
+        return custom_kernel(cache_root(), build=False, arch="arm64")
+    except VmError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("which", ["x86_64-6.1", "x86_64-6.12", "arm64-6.1", "arm64-6.12"])
+def test_module_builds_warning_free(tmp_path: Path, which: str) -> None:
+    from pagebuf.vm.modbuild import cross_tree, make_command
+
+    kernel = _target_kernel(which)
+    if isinstance(kernel, str):
+        if REQUIRE:
+            pytest.fail(f"{which}: {kernel}")
+        pytest.skip(kernel)
+    assert kernel.release.startswith(which.split("-")[1] + "."), kernel.release  # type: ignore[attr-defined]
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "kmod", src / "kmod", ignore=shutil.ignore_patterns("*.o", "*.ko"))
+    shutil.copy2(ROOT / "Kbuild", src / "Kbuild")
+    kdir, env = cross_tree(kernel, tmp_path / "kdir")  # type: ignore[arg-type]
+    cmd = [*make_command(kernel, kdir, src), "W=1"]  # type: ignore[arg-type]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "warning:" not in out and "error:" not in out, out
+    # ELF e_machine: EM_X86_64 (62) or EM_AARCH64 (183).
+    machine = int.from_bytes((src / "kmod" / "pagebuf.ko").read_bytes()[18:20], "little")
+    assert machine == (183 if which.startswith("arm64") else 62), machine

@@ -87,3 +87,52 @@ def test_results_land_in_the_directory_the_guest_ran_in() -> None:
         assert report.stdout.splitlines()[1].split()[0] == "cached"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _arm64_bootable() -> str | None:
+    from pagebuf.vm.rootfs import is_built
+
+    if not shutil.which("qemu-system-aarch64"):
+        return "qemu-system-aarch64 is not installed: run `make setup`"
+    if not is_built(cache_root()):
+        return "the arm64 root filesystem is not built: run `make rootfs ARCH=arm64`"
+    return None
+
+
+arm64 = pytest.mark.skipif(_arm64_bootable() is not None, reason=str(_arm64_bootable()))
+
+
+@arm64
+def test_make_vm_arm64_runs_the_command_on_aarch64() -> None:
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "vm", "ARCH=arm64", "KERNEL=debian",
+         "CMD=uname -m; pagebuf alloc --order 2 --json"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    machine, _, rest = proc.stdout.partition("\n")
+    assert machine == "aarch64"
+    buf = json.loads(rest)
+    assert buf["order"] == 2 and buf["pages"] == 4 and buf["owner"] == "module"
+
+
+@arm64
+def test_arm64_status_comes_back_and_results_land_in_the_cwd() -> None:
+    """The arm64 guest has a root filesystem of its own: the current directory reaches
+    it as a share, writable; its parent is the guest's own, read-only."""
+    base = cache_root() / "test-rwdir-arm64"
+    if Path("/tmp") in base.resolve().parents:
+        pytest.skip(f"{base} is under /tmp, which the guest has its own copy of")
+    shutil.rmtree(base, ignore_errors=True)
+    work = base / "work"
+    work.mkdir(parents=True)
+    try:
+        cmd = "uname -m > arch.txt; touch ../escaped; exit 7"
+        proc = subprocess.run([sys.executable, "-m", "pagebuf.vm", "--arch", "arm64", cmd],
+                              cwd=work, capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert proc.returncode == 7, proc.stderr[-3000:]
+        assert (work / "arch.txt").read_text() == "aarch64\n"
+        assert "Read-only file system" in proc.stderr
+        assert not (base / "escaped").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

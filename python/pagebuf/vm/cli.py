@@ -11,8 +11,8 @@ from pathlib import Path
 from .errors import VmError
 from .kernels import resolve_kernel
 from .modbuild import build_module
-from .paths import cache_root, source_root
-from .runner import GUEST_SETUP_FAILED, VmConfig, run_in_vm, write_wrapper
+from .paths import cache_root, normalize_arch, source_root
+from .runner import GUEST_PYTHON, GUEST_SETUP_FAILED, VmConfig, run_in_vm, write_wrapper
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kernel",
         default=os.environ.get("KERNEL") or "debian",
-        help="`debian` (default) or the path of a built kernel tree",
+        help="`debian` (default), `custom`, `custom-pat` (x86 only) or the path of a built "
+        "kernel tree",
+    )
+    p.add_argument(
+        "--arch",
+        default=os.environ.get("ARCH") or "x86_64",
+        help="guest architecture: x86_64 (default; the host's root filesystem) or arm64 "
+        "(aarch64: emulated, with a Debian 12 root filesystem of its own, `make rootfs`)",
     )
     p.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
     p.add_argument("--memory", default="2G", help="guest memory (default 2G)")
@@ -48,12 +55,22 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        kernel = resolve_kernel(args.kernel)
+        arch = normalize_arch(args.arch)
         src = source_root()
         cache = cache_root()
+        rootfs = None
+        if arch == "x86_64":
+            kernel = resolve_kernel(args.kernel)
+            bin_dir = cache / "bin"
+            write_wrapper(bin_dir)
+        else:  # a root filesystem of the guest's own, and its Python
+            from .rootfs import ensure_rootfs
+
+            kernel = resolve_kernel(args.kernel, arch)  # refuses what arm64 cannot boot first
+            rootfs = ensure_rootfs(cache)
+            bin_dir = cache / f"bin-{arch}"
+            write_wrapper(bin_dir, GUEST_PYTHON)
         ko = None if args.no_module else build_module(kernel, src, cache)
-        bin_dir = cache / "bin"
-        write_wrapper(bin_dir)
         cfg = VmConfig(
             kernel=kernel,
             ko=ko,
@@ -65,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             cwd=Path.cwd(),
             append=tuple(args.append),
             writable_cwd=not args.read_only,
+            rootfs=rootfs,
         )
         return run_in_vm(cfg, args.command, dry_run=args.dry_run)
     except VmError as exc:

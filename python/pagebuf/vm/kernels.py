@@ -18,6 +18,7 @@ class GuestKernel:
     kdir: Path
     release: str
     append: tuple[str, ...] = field(default=())
+    arch: str = "x86_64"  # the guest's architecture: "x86_64" or "arm64"
 
 
 def _release_key(release: str) -> tuple[int, ...]:
@@ -41,31 +42,89 @@ def debian_kernel(boot: Path = Path("/boot"), modules: Path = Path("/lib/modules
     return GuestKernel(name="debian", image=image, kdir=kdir, release=release)
 
 
+def debian_rootfs_kernel(root: Path, arch: str = "arm64") -> GuestKernel:
+    """The newest Debian kernel in a guest root filesystem (pagebuf.vm.rootfs) whose
+    headers are there too: /boot/vmlinuz-* and /usr/src/linux-headers-* of `root`."""
+    candidates = []
+    for image in (root / "boot").glob("vmlinuz-*"):
+        release = image.name.removeprefix("vmlinuz-")
+        kdir = root / "usr" / "src" / f"linux-headers-{release}"
+        if (kdir / "Makefile").is_file():
+            candidates.append((release, image, kdir))
+    if not candidates:
+        raise VmError(
+            f"no Debian kernel with headers in the {arch} root filesystem {root}: "
+            f"remove it and run `make rootfs ARCH={arch}`"
+        )
+    release, image, kdir = max(candidates, key=lambda c: _release_key(c[0]))
+    return GuestKernel(name="debian", image=image, kdir=kdir, release=release, arch=arch)
+
+
+_TREE_IMAGES = (  # the first one a tree holds says which architecture it was built for
+    ("x86_64", Path("arch/x86/boot/bzImage")),
+    ("arm64", Path("arch/arm64/boot/Image")),
+)
+
+
+def _tree_image(tree: Path) -> tuple[str, Path] | None:
+    """The architecture and boot image of a built tree: x86's bzImage or arm64's Image."""
+    for arch, rel in _TREE_IMAGES:
+        if (tree / rel).is_file():
+            return arch, tree / rel
+    return None
+
+
 def tree_kernel(tree: Path) -> GuestKernel:
-    """A kernel built in a source tree (make bzImage modules_prepare)."""
-    image = tree / "arch" / "x86" / "boot" / "bzImage"
+    """A kernel built in a source tree (make bzImage, or ARCH=arm64 Image, modules_prepare)."""
+    found = _tree_image(tree)
     release_file = tree / "include" / "config" / "kernel.release"
-    if not image.is_file() or not release_file.is_file():
-        raise VmError(f"{tree} is not a built kernel tree (no bzImage or kernel.release)")
+    if found is None or not release_file.is_file():
+        raise VmError(
+            f"{tree} is not a built kernel tree (no bzImage or arm64 Image, or no kernel.release)"
+        )
+    arch, image = found
     release = release_file.read_text().strip()
-    return GuestKernel(name=tree.name, image=image, kdir=tree, release=release)
+    return GuestKernel(name=tree.name, image=image, kdir=tree, release=release, arch=arch)
 
 
-def resolve_kernel(spec: str) -> GuestKernel:
-    """Turn KERNEL=... into a kernel: `debian`, `custom` or a built kernel tree's path."""
+def resolve_kernel(spec: str, arch: str = "x86_64", *, rootfs: Path | None = None) -> GuestKernel:
+    """Turn KERNEL=... into a kernel for `arch`: `debian`, `custom` or a built tree's path.
+
+    On arm64 `debian` is the kernel of the guest's root filesystem (`rootfs`, by default
+    the cached one, built first if missing)."""
+    from .paths import normalize_arch
+
+    arch = normalize_arch(arch)
     if spec in ("", "debian"):
-        return debian_kernel()
+        if arch == "x86_64":
+            return debian_kernel()
+        if rootfs is None:
+            from .paths import cache_root
+            from .rootfs import ensure_rootfs  # builds it on first use
+
+            rootfs = ensure_rootfs(cache_root())
+        return debian_rootfs_kernel(rootfs, arch)
     if spec in ("custom", "custom-pat"):
+        if spec == "custom-pat" and arch != "x86_64":
+            raise VmError(
+                "KERNEL=custom-pat is x86 only (PAT is an x86 feature): "
+                f"use KERNEL=custom on {arch}"
+            )
         from .kbuild import custom_kernel  # builds it on first use
         from .paths import cache_root
 
-        kernel = custom_kernel(cache_root())
+        kernel = custom_kernel(cache_root(), arch=arch)
         # The same kernel booted with PAT on: x86 then refuses to mmap RAM through
         # /dev/mem even without STRICT_DEVMEM, which tests/vm/test_pat.py checks.
         return replace(kernel, name="custom-pat", append=()) if spec == "custom-pat" else kernel
     path = Path(spec)
     if path.is_dir():
-        return tree_kernel(path)
+        kernel = tree_kernel(path)
+        if kernel.arch != arch:
+            raise VmError(
+                f"{path} is a built {kernel.arch} kernel, not {arch}: use ARCH={kernel.arch}"
+            )
+        return kernel
     raise VmError(
         f"unknown guest kernel {spec!r}: use `debian`, `custom`, `custom-pat` or a built "
         "kernel tree"
