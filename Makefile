@@ -30,6 +30,7 @@ SETUP_STAMP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf/setup-$(shell \
 	cat pyproject.toml Makefile | md5sum | cut -c1-12)
 
 KERNELS ?= debian custom
+ARM64_KERNELS ?= debian custom
 VMTESTS ?= tests/vm
 CACHE := $(or $(PAGEBUF_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf)
 CHECKPATCH := $(CACHE)/checkpatch/linux-source-6.12/scripts/checkpatch.pl
@@ -40,7 +41,7 @@ VMARCH = $(if $(ARCH),--arch $(ARCH))
 # The guest's Python: the host's for x86, which shares the host's root filesystem.
 GUEST_PYTHON = $(if $(filter arm64 aarch64,$(ARCH)),python3,$(PYTHON))
 
-.PHONY: all modules clean setup kernel rootfs vm test test-host test-vm check bench
+.PHONY: all modules clean setup kernel kernels rootfs vm test test-host test-vm check bench
 
 all: modules
 
@@ -82,15 +83,34 @@ test-vm: $(SETUP_STAMP)
 	$(PYTHON) -m pagebuf.vm $(VMARCH) --kernel "$$KERNEL" $(VMFLAGS) \
 		"$(GUEST_PYTHON) -m pytest -q -p no:cacheprovider --durations=8 $(VMTESTS)"
 
-# The whole suite: static checks, the test kernel (built once, then cached: the host
-# tests build the module against it too), host tests, then the in-VM suite on each kernel.
-test: check kernel test-host
+# Every guest kernel the suite boots, built once and cached: the x86 and arm64 test
+# kernels and the arm64 root filesystem (which holds Debian's arm64 kernel).
+kernels: $(SETUP_STAMP)
+	$(PYTHON) -m pagebuf.vm.kbuild
+	$(PYTHON) -m pagebuf.vm.kbuild --arch arm64
+	$(PYTHON) -m pagebuf.vm.rootfs --arch arm64
+
+# One stage of `make test`: its name, then how long it took.
+stage = t=$$(date +%s); echo "== $(1)"; $(2) || exit 1; \
+	echo "== $(1): done in $$(( $$(date +%s) - t )) s"
+
+# The whole suite: static checks, the kernels (built once, then cached: the host tests
+# build the module W=1 against each of them), host tests, then the in-VM suite on each
+# x86 and arm64 kernel and the x86 PAT checks.
+test:
+	@$(call stage,static checks,$(MAKE) --no-print-directory check)
+	@$(call stage,test kernels and arm64 root filesystem,$(MAKE) --no-print-directory kernels)
+	@$(call stage,host tests,PAGEBUF_REQUIRE_KERNELS=1 $(MAKE) --no-print-directory test-host)
 	@for k in $(KERNELS); do \
-		echo "== in-VM suite on the $$k kernel"; \
-		$(MAKE) --no-print-directory test-vm KERNEL=$$k || exit 1; \
+		$(call stage,in-VM suite on the x86 $$k kernel,$(MAKE) --no-print-directory \
+			test-vm ARCH=x86_64 KERNEL=$$k); \
 	done
-	@echo "== x86 PAT checks on the test kernel booted with PAT"
-	@$(MAKE) --no-print-directory test-vm KERNEL=custom-pat VMTESTS=tests/vm/test_pat.py
+	@$(call stage,x86 PAT checks on the test kernel booted with PAT,$(MAKE) \
+		--no-print-directory test-vm ARCH=x86_64 KERNEL=custom-pat VMTESTS=tests/vm/test_pat.py)
+	@for k in $(ARM64_KERNELS); do \
+		$(call stage,in-VM suite on the arm64 $$k kernel,$(MAKE) --no-print-directory \
+			test-vm ARCH=arm64 KERNEL=$$k); \
+	done
 
 $(CHECKPATCH): | $(SETUP_STAMP)
 	mkdir -p "$(CACHE)/checkpatch"
