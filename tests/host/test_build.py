@@ -12,30 +12,40 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# `make test` builds every kernel and the arm64 root filesystem first and sets
+# PAGEBUF_REQUIRE_KERNELS=1: there a missing tree is a failure, not a skip.
+REQUIRE = os.environ.get("PAGEBUF_REQUIRE_KERNELS") == "1"
+CROSS = ("ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-")
 
 
 def _kdirs() -> list[object]:
-    """Debian's headers (6.1) and the project's 6.12 test kernel, which builds
-    differently (.module-common.o since 6.10): `make clean` must handle both."""
+    """Debian's headers (6.1) and the project's 6.12 test kernels, which build
+    differently (.module-common.o since 6.10): `make clean` must handle both. The arm64
+    one is a board user's cross build: `make ARCH=arm64 CROSS_COMPILE=... KDIR=...`."""
     from pagebuf.vm import VmError
     from pagebuf.vm.kbuild import custom_kernel
     from pagebuf.vm.paths import cache_root
 
     debian = sorted(glob.glob("/lib/modules/*-amd64/build"))
-    try:
-        custom = str(custom_kernel(cache_root(), build=False).kdir)
-    except VmError as exc:
-        custom = None
-        why = str(exc)
-    return [
-        pytest.param(debian[-1] if debian else None, id="debian"),
-        pytest.param(custom, id="custom", marks=[] if custom else pytest.mark.skip(reason=why)),
-    ]
+    params = [pytest.param(debian[-1] if debian else None, (), id="debian")]
+    for arch, cross in (("x86_64", ()), ("arm64", CROSS)):
+        try:
+            kdir: str | None = str(custom_kernel(cache_root(), build=False, arch=arch).kdir)
+            marks = []
+        except VmError as exc:
+            kdir, marks = None, [] if REQUIRE else [pytest.mark.skip(reason=str(exc))]
+        name = "custom" if arch == "x86_64" else f"custom-{arch}"
+        params.append(pytest.param(kdir, cross, id=name, marks=marks))
+    return params
 
 
-@pytest.mark.parametrize("kdir", _kdirs())
-def test_make_builds_the_module_and_clean_cleans(tmp_path: Path, kdir: str | None) -> None:
+@pytest.mark.parametrize(("kdir", "cross"), _kdirs())
+def test_make_builds_the_module_and_clean_cleans(
+    tmp_path: Path, kdir: str | None, cross: tuple[str, ...]
+) -> None:
     if kdir is None:
+        if REQUIRE:
+            pytest.fail("no kernel tree to build against: `make kernels` builds them")
         pytest.skip("no Debian kernel headers installed: run `make setup`")
     if shutil.which("git") is None:
         pytest.skip("git is needed to compare the tree")
@@ -48,10 +58,11 @@ def test_make_builds_the_module_and_clean_cleans(tmp_path: Path, kdir: str | Non
     subprocess.run(["git", "-C", str(tree), "add", "-A"], check=True)
     subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t",
                     "commit", "-qm", "tree"], check=True)  # fmt: skip
-    build = subprocess.run(["make", "-C", str(tree), f"KDIR={kdir}"],
+    build = subprocess.run(["make", "-C", str(tree), f"KDIR={kdir}", *cross],
                            capture_output=True, text=True)  # fmt: skip
     assert build.returncode == 0, build.stdout + build.stderr
-    assert (tree / "kmod" / "pagebuf.ko").is_file()
+    ko = (tree / "kmod" / "pagebuf.ko").read_bytes()
+    assert int.from_bytes(ko[18:20], "little") == (183 if cross else 62)  # ELF e_machine
     subprocess.run(["make", "-C", str(tree), "clean"], check=True, capture_output=True)
     left = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--ignored"],
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -66,9 +77,6 @@ def test_make_without_kernel_headers_says_what_to_do(tmp_path: Path) -> None:
 
 
 # --- Warning-free (W=1) against 6.1 and 6.12 on both architectures ---
-# `make test` builds every kernel and the arm64 root filesystem first and sets
-# PAGEBUF_REQUIRE_KERNELS=1: there a missing tree is a failure, not a skip.
-REQUIRE = os.environ.get("PAGEBUF_REQUIRE_KERNELS") == "1"
 
 
 def _target_kernel(which: str) -> object:
