@@ -124,7 +124,8 @@ bench: $(SETUP_STAMP)
 
 # checkpatch --strict, sparse (against Debian's headers) and ruff must all be silent.
 check: $(CHECKPATCH)
-	perl $(CHECKPATCH) --no-tree --strict --quiet -f kmod/*.c kmod/include/uapi/*.h
+	perl $(CHECKPATCH) --no-tree --strict --quiet -f kmod/*.c kmod/include/uapi/*.h \
+		tests/vm/ptattr/*.c
 	@rm -rf "$(CACHE)/sparse" && mkdir -p "$(CACHE)/sparse" && cp -r Kbuild kmod "$(CACHE)/sparse/"
 	@$(MAKE) -s -C "$(DEBIAN_KDIR)" M="$(CACHE)/sparse" C=2 W=1 modules 2>&1 \
 		| tee "$(CACHE)/sparse/log"; ! grep -E "warning|error" "$(CACHE)/sparse/log"

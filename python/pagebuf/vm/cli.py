@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import VmError
 from .kernels import resolve_kernel
-from .modbuild import build_module
+from .modbuild import build_module, build_test_module
 from .paths import cache_root, normalize_arch, source_root
 from .runner import GUEST_PYTHON, GUEST_SETUP_FAILED, VmConfig, run_in_vm, write_wrapper
 
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             bin_dir = cache / f"bin-{arch}"
             write_wrapper(bin_dir, GUEST_PYTHON)
         ko = None if args.no_module else build_module(kernel, src, cache)
+        # tests/vm/test_mmap.py reads arm64's user page tables through it.
+        ptattr_ko = None if ko is None else build_test_module(kernel, src, cache, "ptattr")
         cfg = VmConfig(
             kernel=kernel,
             ko=ko,
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             append=tuple(args.append),
             writable_cwd=not args.read_only,
             rootfs=rootfs,
+            ptattr_ko=ptattr_ko,
         )
         return run_in_vm(cfg, args.command, dry_run=args.dry_run)
     except VmError as exc:

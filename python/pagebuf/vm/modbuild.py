@@ -1,4 +1,5 @@
-"""Build kmod/pagebuf.ko for a guest kernel, out of the source tree.
+"""Build kmod/pagebuf.ko, and the test-only modules of tests/vm (tests/vm/ptattr), for
+a guest kernel, out of the source tree.
 
 Kbuild builds an external module in its own directory, so each kernel gets a copy of
 the module sources in the cache; files are copied only when changed, which keeps
@@ -30,15 +31,20 @@ CROSS_COMPILE = {"arm64": "aarch64-linux-gnu-"}
 UNPACKED_LIST = "usr/src/.pagebuf-unpacked"  # written by pagebuf.vm.rootfs
 
 
-def _sync(src_root: Path, dest: Path) -> None:
-    files = [src_root / "Kbuild", *sorted((src_root / "kmod").rglob("*.[ch]"))]
-    files += sorted((src_root / "kmod").rglob("Kbuild"))
+def _sync(files: list[Path], src_root: Path, dest: Path) -> None:
+    """Copy `files` (under src_root) to the same places under dest, those that changed."""
     for src in files:
         target = dest / src.relative_to(src_root)
         if target.exists() and filecmp.cmp(src, target, shallow=False):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
+
+
+def _module_sources(src_root: Path) -> list[Path]:
+    """pagebuf.ko's sources: the top-level Kbuild and kmod/."""
+    files = [src_root / "Kbuild", *sorted((src_root / "kmod").rglob("*.[ch]"))]
+    return files + sorted((src_root / "kmod").rglob("Kbuild"))
 
 
 def make_command(kernel: GuestKernel, kdir: Path, dest: Path) -> list[str]:
@@ -147,12 +153,14 @@ def cross_tree(kernel: GuestKernel, where: Path) -> tuple[Path, dict[str, str]]:
     return where, env
 
 
-def build_module(kernel: GuestKernel, src_root: Path, cache: Path) -> Path:
-    """Compile the module against kernel.kdir; return the path of the .ko."""
+def _build_name(kernel: GuestKernel) -> str:
     # Per architecture: the x86 and arm64 test kernels share a release name.
-    name = kernel.name if kernel.arch == "x86_64" else f"{kernel.name}-{kernel.arch}"
-    dest = cache / "kmod" / name / kernel.release
-    _sync(src_root, dest)
+    return kernel.name if kernel.arch == "x86_64" else f"{kernel.name}-{kernel.arch}"
+
+
+def _make(kernel: GuestKernel, cache: Path, dest: Path, ko: Path) -> Path:
+    """Build the external module copied to `dest` against kernel.kdir; return `ko`."""
+    name = _build_name(kernel)
     kdir, env = cross_tree(kernel, cache / "kmod" / name / f"{kernel.release}.kdir")
     cmd = make_command(kernel, kdir, dest)
     proc = subprocess.run(
@@ -160,9 +168,27 @@ def build_module(kernel: GuestKernel, src_root: Path, cache: Path) -> Path:
     )
     if proc.returncode != 0:
         raise VmError(
-            f"building pagebuf.ko for {kernel.release} failed:\n{proc.stdout}{proc.stderr}"
+            f"building {ko.name} for {kernel.release} failed:\n{proc.stdout}{proc.stderr}"
         )
-    ko = dest / "kmod" / "pagebuf.ko"
     if not ko.is_file():
         raise VmError(f"make succeeded but {ko} is missing")
     return ko
+
+
+def build_module(kernel: GuestKernel, src_root: Path, cache: Path) -> Path:
+    """Compile the module against kernel.kdir; return the path of the .ko."""
+    dest = cache / "kmod" / _build_name(kernel) / kernel.release
+    _sync(_module_sources(src_root), src_root, dest)
+    return _make(kernel, cache, dest, dest / "kmod" / "pagebuf.ko")
+
+
+def build_test_module(kernel: GuestKernel, src_root: Path, cache: Path, name: str) -> Path:
+    """Compile the test-only module tests/vm/<name>/ (its Kbuild builds <name>.ko) against
+    kernel.kdir, in cache/kmod/<kernel>-<name>/<release>; return the path of the .ko."""
+    src = src_root / "tests" / "vm" / name
+    if not (src / "Kbuild").is_file():
+        raise VmError(f"no test module {name}: {src / 'Kbuild'} is missing")
+    files = [src / "Kbuild", *sorted(src.glob("*.[ch]"))]
+    dest = cache / "kmod" / f"{_build_name(kernel)}-{name}" / kernel.release
+    _sync(files, src, dest)
+    return _make(kernel, cache, dest, dest / f"{name}.ko")

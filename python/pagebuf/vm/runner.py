@@ -7,7 +7,7 @@ reports kernel warnings; the guest command's exit status is the run's exit statu
 
 An x86 guest sees the host's root filesystem (read-only). An arm64 guest boots a root
 filesystem of its own (pagebuf.vm.rootfs) and sees only the host directories it needs,
-at the paths they have on the host: the source tree, the module's build directory and
+at the paths they have on the host: the source tree, the modules' build directories and
 the `pagebuf` wrapper (read-only), and the current directory. virtme-ng mounts those
 each at a staging point under /mnt/pagebuf; the guest script then bind-mounts them into
 place, parents before children, so that a writable current directory inside the
@@ -64,6 +64,8 @@ class VmConfig:
     # For such a guest: the host directory that hands it the guest script (the kernel
     # command line, where virtme-ng puts --exec, holds 2048 bytes on arm64).
     script_dir: Path | None = None
+    # tests/vm/ptattr's module, built for this kernel, which tests/vm loads itself.
+    ptattr_ko: Path | None = None
 
 
 def write_wrapper(bin_dir: Path, python: str | None = None) -> None:
@@ -94,6 +96,8 @@ def guest_script(cfg: VmConfig, command: str) -> str:
     }
     if cfg.ko is not None:
         env["PAGEBUF_KO"] = str(cfg.ko)
+    if cfg.ptattr_ko is not None:
+        env["PAGEBUF_PTATTR_KO"] = str(cfg.ptattr_ko)
     lines = [f"export {k}={q(v)}" for k, v in env.items()]
     for staging, share in guest_binds(cfg):
         lines.append(
@@ -165,7 +169,8 @@ def guest_shares(cfg: VmConfig) -> list[Share]:
         raise VmError("the arm64 guest has a root filesystem of its own: run it from a "
                       "directory other than /")  # fmt: skip
     writable = cfg.writable_cwd and rwdir_refusal(cwd) is None
-    ro = [cfg.src_root, cfg.bin_dir] + ([cfg.ko.parent] if cfg.ko is not None else [])
+    kos = [ko.parent for ko in (cfg.ko, cfg.ptattr_ko) if ko is not None]
+    ro = [cfg.src_root, cfg.bin_dir, *kos]
     if writable:
         shares = [Share(p) for p in _outermost(ro) if p != cwd] + [Share(cwd, True)]
     else:  # the current directory is read-only like the rest
