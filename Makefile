@@ -79,8 +79,10 @@ vm: $(SETUP_STAMP)
 test-host: $(SETUP_STAMP)
 	$(PYTHON) -m pytest -q tests/host
 
+# A guest that hangs fails the suite after VMTIMEOUT seconds instead of stalling CI.
+VMTIMEOUT ?= 1800
 test-vm: $(SETUP_STAMP)
-	$(PYTHON) -m pagebuf.vm $(VMARCH) --kernel "$$KERNEL" $(VMFLAGS) \
+	timeout -k 30 $(VMTIMEOUT) $(PYTHON) -m pagebuf.vm $(VMARCH) --kernel "$$KERNEL" $(VMFLAGS) \
 		"$(GUEST_PYTHON) -m pytest -q -p no:cacheprovider --durations=8 $(VMTESTS)"
 
 # Every guest kernel the suite boots, built once and cached: the x86 and arm64 test
