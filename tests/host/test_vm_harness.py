@@ -96,3 +96,29 @@ def test_the_guest_gets_no_writable_root_home_or_odd_path(tmp_path: Path) -> Non
     for cwd in (Path("/"), Path.home(), Path("/work/a@b"), Path("/work/x=y"), Path("/wörk")):
         argv = vng_command(replace(config(tmp_path), cwd=cwd), "true")
         assert "--rwdir" not in argv, cwd
+
+
+@pytest.mark.parametrize(
+    ("first", "boots", "rc"),
+    [
+        ((255, 0), 2, 0),  # never ran the command, printed nothing: one more boot
+        ((255, 12), 1, 255),  # the command printed: its status stands
+        ((7, 0), 1, 7),  # a command's own failure is never retried
+    ],
+)
+def test_a_boot_that_never_ran_the_command_is_retried_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: tuple[int, int], boots: int, rc: int
+) -> None:
+    from pagebuf.vm import runner
+
+    calls: list[list[str]] = []
+
+    def boot(argv: list[str]) -> tuple[int, int]:
+        calls.append(argv)
+        return first if len(calls) == 1 else (0, 3)
+
+    monkeypatch.setattr(runner, "_boot", boot)
+    monkeypatch.setattr(runner.shutil, "which", lambda name: sys.executable)  # "vng" exists
+    assert runner.run_in_vm(config(tmp_path), "true") == rc
+    assert len(calls) == boots and calls[-1] == calls[0]
+    assert "--force-9p" in calls[0]

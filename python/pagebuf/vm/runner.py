@@ -224,6 +224,9 @@ def vng_command(cfg: VmConfig, command: str) -> list[str]:
         if why_not:
             print(f"pagebuf-vm: note: {cfg.cwd} stays read-only in the guest: {why_not}",
                   file=sys.stderr)  # fmt: skip
+    if cfg.rootfs is None:  # arm64's _foreign_args says so too
+        # 9p directly: vng's virtiofsd attempt fails with this QEMU and costs a delay.
+        argv.append("--force-9p")
     argv += [
         "--disable-kvm",
         "--cpus",
@@ -281,6 +284,22 @@ def _run(cfg: VmConfig, command: str, dry_run: bool) -> int:
     if cfg.rootfs is not None:
         prepare_rootfs(cfg)
         write_guest_script(cfg, command)
+    rc, printed = _boot(argv)
+    if rc == VNG_NO_STATUS and not printed:
+        # The guest never ran the command (a failed boot, seen now and then under TCG):
+        # nothing of the command's has happened yet, so one more boot is safe.
+        print("pagebuf-vm: the guest ended before running the command, with nothing "
+              "printed: booting once more", file=sys.stderr)  # fmt: skip
+        rc, printed = _boot(argv)
+    return rc
+
+
+# What vng returns when the guest never reported the command's status.
+VNG_NO_STATUS = 255
+
+
+def _boot(argv: list[str]) -> tuple[int, int]:
+    """Run vng; return its status and how many bytes the guest printed on stdout."""
     # QEMU reopens a file given as its stdout with O_TRUNC, which wipes a log that the
     # caller redirected into: hand it pipes and copy them out instead.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -288,12 +307,15 @@ def _run(cfg: VmConfig, command: str, dry_run: bool) -> int:
     assert proc.stdout is not None and proc.stderr is not None
     copier = threading.Thread(target=_copy, args=(proc.stderr, sys.stderr.buffer))
     copier.start()
-    _copy(proc.stdout, sys.stdout.buffer)
+    printed = _copy(proc.stdout, sys.stdout.buffer)
     copier.join()
-    return proc.wait()
+    return proc.wait(), printed
 
 
-def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
+def _copy(src: IO[bytes], dst: IO[bytes]) -> int:
+    n = 0
     while chunk := src.read1(65536):  # type: ignore[attr-defined]
         dst.write(chunk)
         dst.flush()
+        n += len(chunk)
+    return n
