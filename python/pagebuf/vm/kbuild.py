@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .errors import VmError
 from .kernels import GuestKernel, tree_kernel
+from .paths import normalize_arch
 
 SOURCE_PACKAGE = "linux-source-6.12"
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
@@ -50,9 +51,6 @@ CONFIG_ITEMS = (
 BOOT_APPEND = ("nopat",)
 BUILT_MARK = ".pagebuf-built"
 
-ARCHES = ("x86_64", "arm64")
-_ARCH_NAMES = {"x86_64": "x86_64", "x86": "x86_64", "amd64": "x86_64",
-               "arm64": "arm64", "aarch64": "arm64"}  # fmt: skip
 ARM64_CROSS_COMPILE = "aarch64-linux-gnu-"
 # The same test aids as x86's, less PAT, which arm64 does not have.
 ARM64_CONFIG_ITEMS = tuple(item for item in CONFIG_ITEMS if not item.startswith("CONFIG_X86_"))
@@ -114,14 +112,6 @@ ARM64_BASE_CONFIG = (
     "CONFIG_MAGIC_SYSRQ=y",
     "CONFIG_PRINTK_TIME=y",
 )
-
-
-def normalize_arch(arch: str) -> str:
-    """`x86_64` or `arm64`, whichever spelling (`amd64`, `aarch64`, ...) was given."""
-    try:
-        return _ARCH_NAMES[arch]
-    except KeyError:
-        raise VmError(f"no test kernel for architecture {arch!r}: use one of {ARCHES}") from None
 
 
 def config_items(arch: str = "x86_64") -> tuple[str, ...]:

@@ -25,9 +25,10 @@ import subprocess
 from pathlib import Path
 
 from .errors import VmError
+from .kbuild import ARM64_CROSS_COMPILE
 from .kernels import GuestKernel
 
-CROSS_COMPILE = {"arm64": "aarch64-linux-gnu-"}
+CROSS_COMPILE = {"arm64": ARM64_CROSS_COMPILE}
 UNPACKED_LIST = "usr/src/.pagebuf-unpacked"  # written by pagebuf.vm.rootfs
 
 
