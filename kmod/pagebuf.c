@@ -12,25 +12,40 @@
 
 #include <linux/capability.h>
 #include <linux/crc32.h>
-#include <linux/dma-map-ops.h>
 #include <linux/dma-mapping.h>
 #include <linux/fs.h>
 #include <linux/log2.h>
 #include <linux/gfp.h>
 #include <linux/kref.h>
 #include <linux/libnvdimm.h>
+#include <linux/list.h>
+#include <linux/maple_tree.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mmzone.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/pfn_t.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/sizes.h>
 #include <linux/uaccess.h>
 #include <linux/string.h>
 #include <linux/xarray.h>
+#ifdef CONFIG_X86
+#include <asm/memtype.h>
+#endif
 
 #include "uapi/pagebuf.h"
+
+#ifdef PAGEBUF_NO_VM_FLAGS_SET
+/* Before 6.3 (Kbuild checks), vm_flags is written directly. */
+static inline void vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
+{
+	vma->vm_flags |= flags;
+}
+#endif
 
 /*
  * The largest order alloc_pages() accepts, spelt so that it holds across the
@@ -43,13 +58,23 @@ static unsigned int pagebuf_max_order = 10;
 module_param_named(max_order, pagebuf_max_order, uint, 0444);
 MODULE_PARM_DESC(max_order, "Largest order a buffer may have (default 10)");
 
-static unsigned long pagebuf_max_pages = 32768;
-module_param_named(max_pages, pagebuf_max_pages, ulong, 0444);
-MODULE_PARM_DESC(max_pages, "Most pages all buffers may hold together (default 32768)");
+static unsigned long pagebuf_max_bytes = SZ_128M;
+module_param_named(max_bytes, pagebuf_max_bytes, ulong, 0444);
+MODULE_PARM_DESC(max_bytes, "Most bytes all buffers may hold together, at most the RAM (default 128 MiB)");
 
 static bool pagebuf_inject;
 module_param_named(inject, pagebuf_inject, bool, 0444);
 MODULE_PARM_DESC(inject, "Debug only: enable the INJECT ioctl, which corrupts buffers on purpose");
+
+/*
+ * x86 with PAT gives each page of RAM one memory type, write-back for the
+ * kernel's linear map, and refuses /dev/mem any other: an uncached or
+ * write-combining alias of RAM is outside what the kernel tracks and what
+ * the architecture defines. pagebuf makes one only when asked to by name.
+ */
+static bool pagebuf_x86_pat_alias;
+module_param_named(x86_pat_alias, pagebuf_x86_pat_alias, bool, 0444);
+MODULE_PARM_DESC(x86_pat_alias, "x86 with PAT: allow UC, WC and device maps of RAM, which PAT does not track (taints the kernel)");
 
 /*
  * Cache maintenance of the kernel's linear alias of a buffer: a clean writes
@@ -90,10 +115,13 @@ static enum pagebuf_cmo_via pagebuf_cmo_via;
  * @flags:    PAGEBUF_BUF_* bits
  * @pages:    first page, from alloc_pages()
  * @dma_addr: DMA address when PAGEBUF_BUF_DMA is set
- * @owner:    the file whose release frees this buffer, or NULL when the
- *            buffer belongs to the module and lives until freed or rmmod
+ * @owner:    the file whose release frees this buffer, and the only one
+ *            that may reach it; NULL when the buffer belongs to the module
+ *            and lives until freed or rmmod
  * @ref:      one reference for the registry, one per mapping and per
  *            ioctl in flight: the pages outlive a FREE while still mapped
+ * @dead:     on a list of buffers taken out of the registry, to be put
+ *            once pagebuf_lock is dropped
  */
 struct pagebuf_buf {
 	struct kref ref;
@@ -103,15 +131,31 @@ struct pagebuf_buf {
 	struct page *pages;
 	dma_addr_t dma_addr;
 	struct file *owner;
+	struct list_head dead;
 };
 
-/* pagebuf_lock serialises every change to the registry and the counters. */
+/*
+ * pagebuf_lock serialises every change to the registry: the buffers by id
+ * and the same buffers by page frame number, for mmap(), read() and write(),
+ * which name a buffer by its physical address. Allocation, zeroing, cache
+ * maintenance and DMA mapping happen outside it; it is also taken under
+ * mmap_lock, so nothing that may fault runs under it.
+ */
 static DEFINE_MUTEX(pagebuf_lock);
 static DEFINE_XARRAY_ALLOC1(pagebuf_bufs);
+static DEFINE_MTREE(pagebuf_by_pfn);
 static u32 pagebuf_next_id;
-/* Pages stay in use until the last mapping of a freed buffer goes. */
-static atomic_long_t pagebuf_pages_in_use = ATOMIC_LONG_INIT(0);
 static unsigned int pagebuf_nr_buffers;
+/*
+ * Bytes are charged before the pages are allocated and stay in use until
+ * the last mapping of a freed buffer goes.
+ */
+static atomic_long_t pagebuf_bytes_in_use = ATOMIC_LONG_INIT(0);
+
+/* What the load-time DMA probe found; set once, before the device opens. */
+static bool pagebuf_dma_bounce;
+static bool pagebuf_dma_coherent;
+static bool pagebuf_ready;
 
 /**
  * struct pagebuf_file - per-open-file state
@@ -164,19 +208,40 @@ static int pagebuf_cmo(struct page *pages, u64 offset, size_t len, bool inval)
 	return pagebuf_cmo_by(pagebuf_cmo_via, pages, offset, len, inval);
 }
 
-static bool pagebuf_cmo_dma_works(void)
+/*
+ * Map one page for the device and look at what came back, with the driver
+ * API: a DMA address other than the physical one can only be a bounce
+ * buffer (pagebuf's device has no IOMMU and no DMA offset), and where the
+ * mapping is direct, dma_need_sync() says whether syncs maintain the cache.
+ */
+static int pagebuf_dma_probe(void)
 {
+	struct device *dev = pagebuf_dev();
 	struct page *page;
-	int ret;
+	dma_addr_t addr;
+	int ret = 0;
 
-	if (dev_is_dma_coherent(pagebuf_dev()))
-		return false;
 	page = alloc_page(GFP_KERNEL);
 	if (!page)
-		return false;
-	ret = pagebuf_cmo_by(PAGEBUF_CMO_DMA, page, 0, PAGE_SIZE, true);
+		return -ENOMEM;
+	addr = dma_map_page_attrs(dev, page, 0, PAGE_SIZE, DMA_BIDIRECTIONAL,
+				  DMA_ATTR_NO_WARN);
+	if (dma_mapping_error(dev, addr)) {
+		dev_err(dev, "cannot map a page for DMA\n");
+		ret = -EIO;
+		goto out_free;
+	}
+	pagebuf_dma_bounce = addr != page_to_phys(page);
+	pagebuf_dma_coherent = !pagebuf_dma_bounce && !dma_need_sync(dev, addr);
+	dma_unmap_page(dev, addr, PAGE_SIZE, DMA_BIDIRECTIONAL);
+out_free:
 	__free_page(page);
-	return !ret;
+	return ret;
+}
+
+static bool pagebuf_cmo_dma_works(void)
+{
+	return !pagebuf_dma_coherent && !pagebuf_dma_bounce;
 }
 
 /* Choose how to do cache maintenance, as the cache_ops parameter asks. */
@@ -221,15 +286,36 @@ static void pagebuf_buf_describe(const struct pagebuf_buf *buf,
 	out->size = PAGE_SIZE << buf->order;
 }
 
+/* Only the owner may reach a file-owned buffer; anyone a module-owned one. */
+static bool pagebuf_may_use(const struct pagebuf_buf *buf,
+			    const struct file *file)
+{
+	return !buf->owner || buf->owner == file;
+}
+
+/* Charge @bytes against max_bytes: false, and nothing charged, if over. */
+static bool pagebuf_charge(unsigned long bytes)
+{
+	if (atomic_long_add_return(bytes, &pagebuf_bytes_in_use) >
+	    pagebuf_max_bytes) {
+		atomic_long_sub(bytes, &pagebuf_bytes_in_use);
+		return false;
+	}
+	return true;
+}
+
 /*
  * Buffers are split into order-0 pages, each with its own reference count,
  * so that mmap() can insert them as ordinary pages: /proc/self/pagemap then
- * shows their PFNs, which it does not for a VM_PFNMAP mapping.
+ * shows their PFNs, which it does not for a VM_PFNMAP mapping. A large
+ * order may fail rather than wake the OOM killer; the pages are charged to
+ * the caller's memory cgroup.
  */
 static struct page *pagebuf_alloc_pages(unsigned int order)
 {
 	/* Zeroed: the pages may have held another user's data. */
-	struct page *pages = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN,
+	struct page *pages = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN |
+					 __GFP_RETRY_MAYFAIL | __GFP_ACCOUNT,
 					 order);
 
 	if (pages)
@@ -253,7 +339,7 @@ static void pagebuf_buf_release(struct kref *ref)
 		dma_unmap_page(pagebuf_dev(), buf->dma_addr,
 			       PAGE_SIZE << buf->order, DMA_BIDIRECTIONAL);
 	pagebuf_free_pages(buf->pages, buf->order);
-	atomic_long_sub(1UL << buf->order, &pagebuf_pages_in_use);
+	atomic_long_sub(PAGE_SIZE << buf->order, &pagebuf_bytes_in_use);
 	kfree(buf);
 }
 
@@ -262,42 +348,104 @@ static void pagebuf_buf_put(struct pagebuf_buf *buf)
 	kref_put(&buf->ref, pagebuf_buf_release);
 }
 
-/* Take a buffer out of the registry; called with pagebuf_lock held. */
-static void pagebuf_buf_destroy(struct pagebuf_buf *buf)
+/*
+ * Take a buffer out of the registry, with pagebuf_lock held, onto @dead:
+ * the caller drops the registry's references with pagebuf_put_dead() once
+ * the lock is released, so that no unmapping or freeing runs under it.
+ */
+static void pagebuf_buf_unlink(struct pagebuf_buf *buf, struct list_head *dead)
 {
+	unsigned long pfn = page_to_pfn(buf->pages);
+
 	xa_erase(&pagebuf_bufs, buf->id);
+	mtree_erase(&pagebuf_by_pfn, pfn);
 	pagebuf_nr_buffers--;
-	pagebuf_buf_put(buf);
+	list_add_tail(&buf->dead, dead);
 }
 
-/* Look a buffer up and take a reference: the caller puts it. */
-static struct pagebuf_buf *pagebuf_buf_get(u32 id)
+static void pagebuf_put_dead(struct list_head *dead)
+{
+	struct pagebuf_buf *buf, *next;
+
+	list_for_each_entry_safe(buf, next, dead, dead) {
+		list_del(&buf->dead);
+		pagebuf_buf_put(buf);
+	}
+}
+
+/*
+ * Look a buffer up by id for @file and take a reference (the caller puts
+ * it): ENOENT if there is none, EPERM if it belongs to another file.
+ */
+static struct pagebuf_buf *pagebuf_buf_get(struct file *file, u32 id)
 {
 	struct pagebuf_buf *buf;
 
 	mutex_lock(&pagebuf_lock);
 	buf = xa_load(&pagebuf_bufs, id);
-	if (buf)
+	if (!buf)
+		buf = ERR_PTR(-ENOENT);
+	else if (!pagebuf_may_use(buf, file))
+		buf = ERR_PTR(-EPERM);
+	else
 		kref_get(&buf->ref);
 	mutex_unlock(&pagebuf_lock);
 	return buf;
 }
 
-/* Called with pagebuf_lock held. */
+/*
+ * The buffer holding [phys, phys + len), len > 0, with a reference: EINVAL
+ * if no buffer holds it all, EPERM if it belongs to another file.
+ */
+static struct pagebuf_buf *pagebuf_buf_find(struct file *file,
+					    phys_addr_t phys, size_t len)
+{
+	struct pagebuf_buf *buf;
+	phys_addr_t start;
+
+	mutex_lock(&pagebuf_lock);
+	buf = mtree_load(&pagebuf_by_pfn, PHYS_PFN(phys));
+	if (buf) {
+		start = page_to_phys(buf->pages);
+		if (len > PAGE_SIZE << buf->order ||
+		    phys - start > (PAGE_SIZE << buf->order) - len)
+			buf = ERR_PTR(-EINVAL);
+		else if (!pagebuf_may_use(buf, file))
+			buf = ERR_PTR(-EPERM);
+		else
+			kref_get(&buf->ref);
+	} else {
+		buf = ERR_PTR(-EINVAL);
+	}
+	mutex_unlock(&pagebuf_lock);
+	return buf;
+}
+
+/*
+ * A new buffer, not yet in the registry: charged, allocated, zeroed to
+ * memory and mapped for DMA if asked. Called without pagebuf_lock.
+ */
 static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
 					      struct file *owner)
 {
-	unsigned long nr_pages = 1UL << order;
+	struct device *dev = pagebuf_dev();
+	size_t size = PAGE_SIZE << order;
 	struct pagebuf_buf *buf;
 	int ret;
 
-	if (nr_pages > pagebuf_max_pages - atomic_long_read(&pagebuf_pages_in_use))
+	/* A bounce buffer (swiotlb) maps no more than this in one piece. */
+	if ((flags & PAGEBUF_BUF_DMA) && size > dma_max_mapping_size(dev))
+		return ERR_PTR(-E2BIG);
+	if (!pagebuf_charge(size))
 		return ERR_PTR(-ENOMEM);
 
-	buf = kzalloc(sizeof(*buf), GFP_KERNEL);
-	if (!buf)
-		return ERR_PTR(-ENOMEM);
+	buf = kzalloc(sizeof(*buf), GFP_KERNEL_ACCOUNT);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto err_uncharge;
+	}
 	kref_init(&buf->ref);
+	INIT_LIST_HEAD(&buf->dead);
 	buf->order = order;
 	buf->flags = flags;
 	buf->owner = (flags & PAGEBUF_BUF_FILE_OWNED) ? owner : NULL;
@@ -312,124 +460,189 @@ static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
 	 * the zeroes to memory and drop the lines, or an uncached alias could
 	 * read the previous owner's data, and their write-back could land later.
 	 */
-	ret = pagebuf_cmo(buf->pages, 0, PAGE_SIZE << order, true);
+	ret = pagebuf_cmo(buf->pages, 0, size, true);
 	if (ret && ret != -EOPNOTSUPP)
 		goto err_free_pages;
 
 	if (flags & PAGEBUF_BUF_DMA) {
-		buf->dma_addr = dma_map_page(pagebuf_dev(), buf->pages, 0,
-					     PAGE_SIZE << order,
-					     DMA_BIDIRECTIONAL);
-		if (dma_mapping_error(pagebuf_dev(), buf->dma_addr)) {
+		buf->dma_addr = dma_map_page_attrs(dev, buf->pages, 0, size,
+						   DMA_BIDIRECTIONAL,
+						   DMA_ATTR_NO_WARN);
+		if (dma_mapping_error(dev, buf->dma_addr)) {
 			ret = -EIO;
 			goto err_free_pages;
 		}
+		if (buf->dma_addr != page_to_phys(buf->pages))
+			buf->flags |= PAGEBUF_BUF_BOUNCED;
 	}
-
-	/* Cyclic ids: a stale id does not silently name a new buffer. */
-	ret = xa_alloc_cyclic(&pagebuf_bufs, &buf->id, buf,
-			      XA_LIMIT(1, U32_MAX), &pagebuf_next_id,
-			      GFP_KERNEL);
-	if (ret < 0)
-		goto err_unmap;
-
-	atomic_long_add(nr_pages, &pagebuf_pages_in_use);
-	pagebuf_nr_buffers++;
 	return buf;
 
-err_unmap:
-	if (flags & PAGEBUF_BUF_DMA)
-		dma_unmap_page(pagebuf_dev(), buf->dma_addr, PAGE_SIZE << order,
-			       DMA_BIDIRECTIONAL);
 err_free_pages:
 	pagebuf_free_pages(buf->pages, order);
 err_free_buf:
 	kfree(buf);
+err_uncharge:
+	atomic_long_sub(size, &pagebuf_bytes_in_use);
 	return ERR_PTR(ret);
 }
 
-/* Called with pagebuf_lock held. */
-static int pagebuf_buf_free(struct file *file, u32 id)
+/* The caller's struct gets the kernel's, cut or zero-extended to its size. */
+static int pagebuf_copy_out(void __user *uarg, size_t usize, const void *data,
+			    size_t ksize)
 {
-	struct pagebuf_buf *buf = xa_load(&pagebuf_bufs, id);
-
-	if (!buf)
-		return -ENOENT;
-	if (buf->owner && buf->owner != file)
-		return -EPERM;
-	pagebuf_buf_destroy(buf);
+	if (copy_to_user(uarg, data, min(usize, ksize)))
+		return -EFAULT;
+	if (usize > ksize && clear_user(uarg + ksize, usize - ksize))
+		return -EFAULT;
 	return 0;
 }
 
-static int pagebuf_ioctl_get_info(struct pagebuf_info *info)
-{
-	struct device *dev = pagebuf_dev();
-
-	memset(info, 0, sizeof(*info));
-	info->api_version = PAGEBUF_API_VERSION;
-	if (dev_is_dma_coherent(dev))
-		info->features |= PAGEBUF_FEAT_DMA_COHERENT;
-	if (pagebuf_cmo_via != PAGEBUF_CMO_NONE) {
-		info->features |= PAGEBUF_FEAT_FLUSH | PAGEBUF_FEAT_CLEAN;
-		if (pagebuf_inject)
-			info->features |= PAGEBUF_FEAT_INJECT;
-	}
-	info->page_size = PAGE_SIZE;
-	info->max_order = pagebuf_max_order;
-	info->max_pages = pagebuf_max_pages;
-	info->dma_mask = dma_get_mask(dev);
-
-	mutex_lock(&pagebuf_lock);
-	info->pages_in_use = atomic_long_read(&pagebuf_pages_in_use);
-	info->nr_buffers = pagebuf_nr_buffers;
-	mutex_unlock(&pagebuf_lock);
-	return 0;
-}
-
-static int pagebuf_ioctl_alloc(struct file *file, struct pagebuf_buffer *req)
+/*
+ * ALLOC reserves an id, tells the caller, and only then publishes the
+ * buffer: a caller that cannot be told gets EFAULT and the buffer is freed
+ * before anyone else could have seen it.
+ */
+static int pagebuf_ioctl_alloc(struct file *file, struct pagebuf_buffer *req,
+			       void __user *uarg, size_t usize)
 {
 	struct pagebuf_buf *buf;
+	unsigned long pfn;
+	int ret;
 
 	if (req->id || req->reserved || req->phys_addr || req->dma_addr ||
 	    req->size || (req->flags & ~PAGEBUF_BUF_FLAGS) ||
 	    req->order > pagebuf_max_order)
 		return -EINVAL;
 
-	mutex_lock(&pagebuf_lock);
 	buf = pagebuf_buf_create(req->order, req->flags, file);
-	if (!IS_ERR(buf))
-		pagebuf_buf_describe(buf, req);
-	mutex_unlock(&pagebuf_lock);
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
 
-	return PTR_ERR_OR_ZERO(buf);
+	/* Cyclic ids: a stale id does not silently name a new buffer. */
+	mutex_lock(&pagebuf_lock);
+	ret = xa_alloc_cyclic(&pagebuf_bufs, &buf->id, NULL,
+			      XA_LIMIT(1, U32_MAX), &pagebuf_next_id,
+			      GFP_KERNEL);
+	mutex_unlock(&pagebuf_lock);
+	if (ret < 0)
+		goto err_put;
+
+	pagebuf_buf_describe(buf, req);
+	ret = pagebuf_copy_out(uarg, usize, req, sizeof(*req));
+	if (ret)
+		goto err_release_id;
+
+	pfn = page_to_pfn(buf->pages);
+	mutex_lock(&pagebuf_lock);
+	ret = mtree_insert_range(&pagebuf_by_pfn, pfn,
+				 pfn + (1UL << buf->order) - 1, buf, GFP_KERNEL);
+	if (!ret) {
+		xa_store(&pagebuf_bufs, buf->id, buf, GFP_KERNEL);
+		pagebuf_nr_buffers++;
+	}
+	mutex_unlock(&pagebuf_lock);
+	if (ret)
+		goto err_release_id;
+	return 0;
+
+err_release_id:
+	mutex_lock(&pagebuf_lock);
+	xa_erase(&pagebuf_bufs, buf->id);
+	mutex_unlock(&pagebuf_lock);
+err_put:
+	pagebuf_buf_put(buf);
+	return ret;
 }
 
-static int pagebuf_ioctl_free(struct file *file, struct pagebuf_free *req)
+/*
+ * FREE first checks it can write its answer back, then frees: once a
+ * buffer is gone, the call succeeds even if the answer cannot be written.
+ */
+static int pagebuf_ioctl_free(struct file *file, struct pagebuf_free *req,
+			      void __user *uarg, size_t usize)
 {
 	struct pagebuf_buf *buf;
 	unsigned long index;
+	LIST_HEAD(dead);
 	int ret = 0;
 
 	if (req->reserved || req->count || (req->flags & ~PAGEBUF_FREE_FLAGS))
 		return -EINVAL;
 	if (!!(req->flags & PAGEBUF_FREE_ALL) == !!req->id)
 		return -EINVAL;
+	if (pagebuf_copy_out(uarg, usize, req, sizeof(*req)))
+		return -EFAULT;
 
 	mutex_lock(&pagebuf_lock);
 	if (req->flags & PAGEBUF_FREE_ALL) {
 		xa_for_each(&pagebuf_bufs, index, buf) {
-			if (buf->owner && buf->owner != file)
+			if (!pagebuf_may_use(buf, file))
 				continue;
-			pagebuf_buf_destroy(buf);
+			pagebuf_buf_unlink(buf, &dead);
 			req->count++;
 		}
 	} else {
-		ret = pagebuf_buf_free(file, req->id);
-		if (!ret)
+		buf = xa_load(&pagebuf_bufs, req->id);
+		if (!buf) {
+			ret = -ENOENT;
+		} else if (!pagebuf_may_use(buf, file)) {
+			ret = -EPERM;
+		} else {
+			pagebuf_buf_unlink(buf, &dead);
 			req->count = 1;
+		}
 	}
 	mutex_unlock(&pagebuf_lock);
+	pagebuf_put_dead(&dead);
+	if (!ret)
+		pagebuf_copy_out(uarg, usize, req, sizeof(*req));
 	return ret;
+}
+
+/* Is this x86 with PAT on? */
+static bool pagebuf_pat_on(void)
+{
+#ifdef CONFIG_X86
+	return pat_enabled();
+#else
+	return false;
+#endif
+}
+
+static int pagebuf_ioctl_get_info(struct pagebuf_info *info)
+{
+	struct device *dev = pagebuf_dev();
+	long bytes = atomic_long_read(&pagebuf_bytes_in_use);
+
+	if (memchr_inv(info, 0, sizeof(*info)))
+		return -EINVAL;
+	info->api_version = PAGEBUF_API_VERSION;
+	if (pagebuf_dma_coherent)
+		info->features |= PAGEBUF_FEAT_DMA_COHERENT;
+	if (pagebuf_dma_bounce)
+		info->features |= PAGEBUF_FEAT_DMA_BOUNCE;
+	if (pagebuf_cmo_via != PAGEBUF_CMO_NONE) {
+		info->features |= PAGEBUF_FEAT_FLUSH | PAGEBUF_FEAT_CLEAN;
+		if (pagebuf_inject)
+			info->features |= PAGEBUF_FEAT_INJECT;
+	}
+	if (pagebuf_pat_on()) {
+		info->features |= PAGEBUF_FEAT_X86_PAT;
+		if (pagebuf_x86_pat_alias)
+			info->features |= PAGEBUF_FEAT_PAT_ALIAS;
+	} else if (IS_ENABLED(CONFIG_X86)) {
+		info->features |= PAGEBUF_FEAT_WC_IS_UC;
+	}
+	info->page_size = PAGE_SIZE;
+	info->max_order = pagebuf_max_order;
+	info->max_pages = pagebuf_max_bytes >> PAGE_SHIFT;
+	info->pages_in_use = bytes >> PAGE_SHIFT;
+	info->nr_buffers = READ_ONCE(pagebuf_nr_buffers);
+	info->dma_mask = dma_get_mask(dev);
+	info->dma_max_size = dma_max_mapping_size(dev);
+	info->max_bytes = pagebuf_max_bytes;
+	info->bytes_in_use = bytes;
+	return 0;
 }
 
 static int pagebuf_ioctl_buf_info(struct pagebuf_buffer *req)
@@ -469,26 +682,21 @@ static int pagebuf_ioctl_list(struct pagebuf_list *req)
 	    req->entry_size > PAGE_SIZE || (req->capacity && !req->buffers))
 		return -EINVAL;
 
-	mutex_lock(&pagebuf_lock);
-	req->total = pagebuf_nr_buffers;
-	/* Never more than exist: the caller's capacity may be anything. */
-	want = min(req->capacity, req->total);
+	/* Never more than could exist: the caller's capacity may be anything. */
+	want = min(req->capacity, READ_ONCE(pagebuf_nr_buffers));
 	if (want) {
 		snap = kvcalloc(want, entry, GFP_KERNEL | __GFP_NOWARN);
-		if (!snap) {
-			ret = -ENOMEM;
-			goto out_unlock;
-		}
+		if (!snap)
+			return -ENOMEM;
 	}
+	mutex_lock(&pagebuf_lock);
+	req->total = pagebuf_nr_buffers;
 	xa_for_each(&pagebuf_bufs, index, buf) {
 		if (n == want)
 			break;
 		pagebuf_buf_describe(buf, &snap[n++]);
 	}
-out_unlock:
 	mutex_unlock(&pagebuf_lock);
-	if (ret)
-		return ret;
 
 	for (i = 0; i < n; i++) {
 		void __user *dst = ubuf + (size_t)i * req->entry_size;
@@ -532,7 +740,8 @@ static bool pagebuf_range_ok(const struct pagebuf_buf *buf, u64 offset,
  * kernel's cached linear mapping: the other side of the alias that /dev/mem
  * and uncached mmap()s of /dev/pagebuf give userspace.
  */
-static int pagebuf_ioctl_kaccess(unsigned int cmd, struct pagebuf_kaccess *req)
+static int pagebuf_ioctl_kaccess(struct file *file, unsigned int cmd,
+				 struct pagebuf_kaccess *req)
 {
 	void __user *udata = u64_to_user_ptr(req->data);
 	bool nodata = cmd == PAGEBUF_IOC_KCHECKSUM || cmd == PAGEBUF_IOC_KFLUSH;
@@ -555,9 +764,9 @@ static int pagebuf_ioctl_kaccess(unsigned int cmd, struct pagebuf_kaccess *req)
 	if (cmo && pagebuf_cmo_via == PAGEBUF_CMO_NONE)
 		return -EOPNOTSUPP;
 
-	buf = pagebuf_buf_get(req->id);
-	if (!buf)
-		return -ENOENT;
+	buf = pagebuf_buf_get(file, req->id);
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
 	if (!pagebuf_range_ok(buf, req->offset, req->length)) {
 		ret = -EINVAL;
 		goto out_put;
@@ -577,6 +786,8 @@ static int pagebuf_ioctl_kaccess(unsigned int cmd, struct pagebuf_kaccess *req)
 		if (!ret && cmo)
 			ret = pagebuf_cmo(buf->pages, req->offset + done, n,
 					  inval);
+		if (!ret && fatal_signal_pending(current))
+			ret = -EINTR;
 		if (ret)
 			goto out_put;
 		cond_resched();
@@ -589,7 +800,7 @@ out_put:
 }
 
 /* The streaming-DMA ownership hand-over, on request, for a mapped buffer. */
-static int pagebuf_ioctl_sync(struct pagebuf_sync *req)
+static int pagebuf_ioctl_sync(struct file *file, struct pagebuf_sync *req)
 {
 	struct pagebuf_buf *buf;
 	u64 length;
@@ -599,9 +810,13 @@ static int pagebuf_ioctl_sync(struct pagebuf_sync *req)
 	    req->direction != PAGEBUF_SYNC_FOR_DEVICE)
 		return -EINVAL;
 
-	buf = pagebuf_buf_get(req->id);
-	if (!buf)
-		return -ENOENT;
+	buf = pagebuf_buf_get(file, req->id);
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
+	if (req->offset > PAGE_SIZE << buf->order) {
+		ret = -EINVAL;
+		goto out_put;
+	}
 	length = req->length ?: (PAGE_SIZE << buf->order) - req->offset;
 	if (!(buf->flags & PAGEBUF_BUF_DMA) ||
 	    !pagebuf_range_ok(buf, req->offset, length) || !length) {
@@ -623,37 +838,57 @@ out_put:
 }
 
 /*
- * Map a caller's command to the kernel's: same type, number and direction,
- * any size from the first version of the struct on (dma-heap's scheme).
- * Today every struct is at version 1, so that size is the kernel's own;
- * a struct that grows keeps its version 1 size as the floor here.
+ * Each command's struct size in its first version: a caller's command may
+ * carry any size from that on (dma-heap's scheme). The sizes are the ABI and
+ * never change; BUILD_BUG_ON() holds each struct's first-version fields to
+ * them, and a struct grows only by appending.
  */
-static unsigned int pagebuf_kernel_cmd(unsigned int ucmd)
-{
-	static const unsigned int cmds[] = {
-		PAGEBUF_IOC_GET_INFO,
-		PAGEBUF_IOC_ALLOC,
-		PAGEBUF_IOC_FREE,
-		PAGEBUF_IOC_BUF_INFO,
-		PAGEBUF_IOC_LIST,
-		PAGEBUF_IOC_SET_CACHING,
-		PAGEBUF_IOC_KREAD,
-		PAGEBUF_IOC_KWRITE,
-		PAGEBUF_IOC_KCHECKSUM,
-		PAGEBUF_IOC_SYNC,
-		PAGEBUF_IOC_KFLUSH,
-		PAGEBUF_IOC_INJECT,
-	};
-	unsigned int nr = _IOC_NR(ucmd);
-	unsigned int kcmd;
+struct pagebuf_cmd {
+	unsigned int cmd;
+	unsigned int min_size;
+	bool modifies;	/* needs the file opened for writing */
+};
 
-	if (_IOC_TYPE(ucmd) != PAGEBUF_IOC_MAGIC || nr >= ARRAY_SIZE(cmds))
-		return 0;
-	kcmd = cmds[nr];
-	if (_IOC_DIR(ucmd) != _IOC_DIR(kcmd) ||
-	    _IOC_SIZE(ucmd) < _IOC_SIZE(kcmd))
-		return 0;
-	return kcmd;
+static const struct pagebuf_cmd pagebuf_cmds[] = {
+	[_IOC_NR(PAGEBUF_IOC_GET_INFO)] = { PAGEBUF_IOC_GET_INFO, 48, false },
+	[_IOC_NR(PAGEBUF_IOC_ALLOC)] = { PAGEBUF_IOC_ALLOC, 40, true },
+	[_IOC_NR(PAGEBUF_IOC_FREE)] = { PAGEBUF_IOC_FREE, 16, true },
+	[_IOC_NR(PAGEBUF_IOC_BUF_INFO)] = { PAGEBUF_IOC_BUF_INFO, 40, false },
+	[_IOC_NR(PAGEBUF_IOC_LIST)] = { PAGEBUF_IOC_LIST, 24, false },
+	[_IOC_NR(PAGEBUF_IOC_SET_CACHING)] = { PAGEBUF_IOC_SET_CACHING, 8, false },
+	[_IOC_NR(PAGEBUF_IOC_KREAD)] = { PAGEBUF_IOC_KREAD, 40, false },
+	[_IOC_NR(PAGEBUF_IOC_KWRITE)] = { PAGEBUF_IOC_KWRITE, 40, true },
+	[_IOC_NR(PAGEBUF_IOC_KCHECKSUM)] = { PAGEBUF_IOC_KCHECKSUM, 40, false },
+	[_IOC_NR(PAGEBUF_IOC_SYNC)] = { PAGEBUF_IOC_SYNC, 24, true },
+	[_IOC_NR(PAGEBUF_IOC_KFLUSH)] = { PAGEBUF_IOC_KFLUSH, 40, true },
+	[_IOC_NR(PAGEBUF_IOC_INJECT)] = { PAGEBUF_IOC_INJECT, 40, true },
+};
+
+/* Today's structs hold their first versions' fields at those sizes. */
+static inline void pagebuf_check_abi(void)
+{
+	BUILD_BUG_ON(offsetofend(struct pagebuf_info, dma_mask) != 48);
+	BUILD_BUG_ON(sizeof(struct pagebuf_info) != 72);
+	BUILD_BUG_ON(sizeof(struct pagebuf_buffer) != 40);
+	BUILD_BUG_ON(sizeof(struct pagebuf_free) != 16);
+	BUILD_BUG_ON(sizeof(struct pagebuf_list) != 24);
+	BUILD_BUG_ON(sizeof(struct pagebuf_caching) != 8);
+	BUILD_BUG_ON(sizeof(struct pagebuf_kaccess) != 40);
+	BUILD_BUG_ON(sizeof(struct pagebuf_sync) != 24);
+}
+
+/* The command table's entry for a caller's command, or NULL (ENOTTY). */
+static const struct pagebuf_cmd *pagebuf_find_cmd(unsigned int ucmd)
+{
+	const struct pagebuf_cmd *c;
+	unsigned int nr = _IOC_NR(ucmd);
+
+	if (_IOC_TYPE(ucmd) != PAGEBUF_IOC_MAGIC || nr >= ARRAY_SIZE(pagebuf_cmds))
+		return NULL;
+	c = &pagebuf_cmds[nr];
+	if (!c->cmd || _IOC_DIR(ucmd) != _IOC_DIR(c->cmd) || _IOC_SIZE(ucmd) < c->min_size)
+		return NULL;
+	return c;
 }
 
 static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
@@ -669,32 +904,36 @@ static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
 		struct pagebuf_kaccess kaccess;
 		struct pagebuf_sync sync;
 	} data;
-	unsigned int kcmd = pagebuf_kernel_cmd(ucmd);
+	const struct pagebuf_cmd *c = pagebuf_find_cmd(ucmd);
 	size_t usize = _IOC_SIZE(ucmd);
-	size_t ksize = _IOC_SIZE(kcmd);
+	unsigned int kcmd;
+	size_t ksize;
 	int ret;
 
-	if (!kcmd)
+	if (!c)
 		return -ENOTTY;
+	kcmd = c->cmd;
+	ksize = _IOC_SIZE(kcmd);
+	if (c->modifies && !(file->f_mode & FMODE_WRITE))
+		return -EBADF;
 
+	/*
+	 * Every struct is read, GET_INFO's too (its input must be zero): a short
+	 * one is zero-filled, a longer one's unknown tail must be zero.
+	 */
 	memset(&data, 0, sizeof(data));
-	if (_IOC_DIR(kcmd) & _IOC_WRITE) {
-		/* Zero-fills a short struct, refuses a non-zero longer tail. */
-		ret = copy_struct_from_user(&data, ksize, uarg, usize);
-		if (ret)
-			return ret == -E2BIG ? -EINVAL : ret;
-	}
+	ret = copy_struct_from_user(&data, ksize, uarg, usize);
+	if (ret)
+		return ret == -E2BIG ? -EINVAL : ret;
 
 	switch (kcmd) {
 	case PAGEBUF_IOC_GET_INFO:
 		ret = pagebuf_ioctl_get_info(&data.info);
 		break;
 	case PAGEBUF_IOC_ALLOC:
-		ret = pagebuf_ioctl_alloc(file, &data.buffer);
-		break;
+		return pagebuf_ioctl_alloc(file, &data.buffer, uarg, usize);
 	case PAGEBUF_IOC_FREE:
-		ret = pagebuf_ioctl_free(file, &data.free);
-		break;
+		return pagebuf_ioctl_free(file, &data.free, uarg, usize);
 	case PAGEBUF_IOC_BUF_INFO:
 		ret = pagebuf_ioctl_buf_info(&data.buffer);
 		break;
@@ -709,28 +948,17 @@ static long pagebuf_ioctl(struct file *file, unsigned int ucmd,
 	case PAGEBUF_IOC_KCHECKSUM:
 	case PAGEBUF_IOC_KFLUSH:
 	case PAGEBUF_IOC_INJECT:
-		ret = pagebuf_ioctl_kaccess(kcmd, &data.kaccess);
+		ret = pagebuf_ioctl_kaccess(file, kcmd, &data.kaccess);
 		break;
 	case PAGEBUF_IOC_SYNC:
-		ret = pagebuf_ioctl_sync(&data.sync);
+		ret = pagebuf_ioctl_sync(file, &data.sync);
 		break;
 	default:
 		return -ENOTTY;
 	}
 	if (ret || !(_IOC_DIR(kcmd) & _IOC_READ))
 		return ret;
-
-	if (copy_to_user(uarg, &data, min(usize, ksize)) ||
-	    (usize > ksize && clear_user(uarg + ksize, usize - ksize))) {
-		/* The caller never learnt the new buffer's id: take it back. */
-		if (kcmd == PAGEBUF_IOC_ALLOC) {
-			mutex_lock(&pagebuf_lock);
-			pagebuf_buf_free(file, data.buffer.id);
-			mutex_unlock(&pagebuf_lock);
-		}
-		return -EFAULT;
-	}
-	return 0;
+	return pagebuf_copy_out(uarg, usize, &data, ksize);
 }
 
 static void pagebuf_vm_open(struct vm_area_struct *vma)
@@ -750,27 +978,6 @@ static const struct vm_operations_struct pagebuf_vm_ops = {
 	.close = pagebuf_vm_close,
 };
 
-/* The buffer holding [phys, phys + len), with a reference, or NULL. */
-static struct pagebuf_buf *pagebuf_buf_find(phys_addr_t phys, size_t len)
-{
-	struct pagebuf_buf *buf, *found = NULL;
-	unsigned long index;
-	phys_addr_t start;
-
-	mutex_lock(&pagebuf_lock);
-	xa_for_each(&pagebuf_bufs, index, buf) {
-		start = page_to_phys(buf->pages);
-		if (phys >= start && len <= PAGE_SIZE << buf->order &&
-		    phys - start <= (PAGE_SIZE << buf->order) - len) {
-			kref_get(&buf->ref);
-			found = buf;
-			break;
-		}
-	}
-	mutex_unlock(&pagebuf_lock);
-	return found;
-}
-
 /*
  * The uncached alias /dev/mem gives RAM opened O_SYNC: on arm64 that is
  * Normal non-cacheable (phys_mem_access_prot() in arch/arm64/mm/mmu.c), not
@@ -784,20 +991,82 @@ static pgprot_t pagebuf_pgprot_uncached(pgprot_t prot)
 	return pgprot_noncached(prot);
 }
 
+/* The attribute a mapping of @file gets, and whether it is write-back. */
+static pgprot_t pagebuf_pgprot(struct file *file, pgprot_t prot, bool *wb)
+{
+	struct pagebuf_file *pf = file->private_data;
+
+	*wb = false;
+	switch (READ_ONCE(pf->caching)) {
+	case PAGEBUF_CACHING_UC:
+		return pagebuf_pgprot_uncached(prot);
+	case PAGEBUF_CACHING_DEVICE:
+		return pgprot_noncached(prot);
+	case PAGEBUF_CACHING_WC:
+		return pgprot_writecombine(prot);
+	case PAGEBUF_CACHING_WB:
+		break;
+	default:
+		if (file->f_flags & O_DSYNC)
+			return pagebuf_pgprot_uncached(prot);
+		break;
+	}
+	*wb = true;
+	return prot;
+}
+
+/* x86 with PAT: a mapping of RAM other than write-back needs the opt-in. */
+static bool pagebuf_pat_refuses(void)
+{
+	return pagebuf_pat_on() && !pagebuf_x86_pat_alias;
+}
+
 /*
  * mmap() takes the physical address as its offset, as /dev/mem does, but
  * maps only pages inside one pagebuf buffer. The mapping holds a reference,
  * so the pages stay allocated until it goes even if the buffer is freed.
+ *
+ * Nothing may pin the pages past FREE and munmap (vmsplice, O_DIRECT,
+ * io_uring, RDMA): they are inserted as special PTEs of a VM_MIXEDMAP
+ * mapping, which GUP-fast leaves to the slow path, where VM_IO refuses them.
+ * VM_DONTEXPAND keeps mremap() from growing the mapping past the buffer,
+ * VM_DONTDUMP keeps core dumps from reading it through the cached alias, as
+ * udmabuf does. Unlike VM_PFNMAP, which its page walk skips,
+ * /proc/pid/pagemap still shows the PFNs.
+ *
+ * x86 PAT gives an inserted PFN of RAM the memory type it tracks for it,
+ * write-back: the UC or WC alias x86_pat_alias=1 allows is made of inserted
+ * pages instead, which GUP-fast can reach. One more reason it taints.
  */
+static int pagebuf_insert(struct vm_area_struct *vma, struct page *page,
+			  bool as_pages)
+{
+	unsigned long addr;
+	vm_fault_t fault;
+	int ret;
+
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE) {
+		if (as_pages) {
+			ret = vm_insert_page(vma, addr, page++);
+			if (ret)
+				return ret;
+			continue;
+		}
+		fault = vmf_insert_mixed(vma, addr, page_to_pfn_t(page++));
+		if (fault != VM_FAULT_NOPAGE)
+			return fault == VM_FAULT_OOM ? -ENOMEM : -EFAULT;
+	}
+	return 0;
+}
+
 static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct pagebuf_file *pf = file->private_data;
 	size_t len = vma->vm_end - vma->vm_start;
 	phys_addr_t phys = (phys_addr_t)vma->vm_pgoff << PAGE_SHIFT;
 	struct pagebuf_buf *buf;
 	struct page *page;
-	unsigned long addr;
 	pgprot_t prot;
+	bool wb;
 	int ret;
 
 	/*
@@ -807,39 +1076,21 @@ static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
 	 */
 	if (!(vma->vm_flags & VM_MAYSHARE) || (phys >> PAGE_SHIFT) != vma->vm_pgoff)
 		return -EINVAL;
-	buf = pagebuf_buf_find(phys, len);
-	if (!buf)
-		return -EINVAL;
+	prot = pagebuf_pgprot(file, vma->vm_page_prot, &wb);
+	if (!wb && pagebuf_pat_refuses())
+		return -EPERM;
+	buf = pagebuf_buf_find(file, phys, len);
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
 
-	switch (READ_ONCE(pf->caching)) {
-	case PAGEBUF_CACHING_UC:
-		prot = pagebuf_pgprot_uncached(vma->vm_page_prot);
-		break;
-	case PAGEBUF_CACHING_DEVICE:
-		prot = pgprot_noncached(vma->vm_page_prot);
-		break;
-	case PAGEBUF_CACHING_WC:
-		prot = pgprot_writecombine(vma->vm_page_prot);
-		break;
-	case PAGEBUF_CACHING_WB:
-		prot = vma->vm_page_prot;
-		break;
-	default:
-		prot = (file->f_flags & O_DSYNC) ?
-			pagebuf_pgprot_uncached(vma->vm_page_prot) :
-			vma->vm_page_prot;
-		break;
-	}
 	vma->vm_page_prot = prot;
-
+	vm_flags_set(vma, VM_IO | VM_MIXEDMAP | VM_DONTEXPAND | VM_DONTDUMP);
 	page = buf->pages + ((phys - page_to_phys(buf->pages)) >> PAGE_SHIFT);
-	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE) {
-		ret = vm_insert_page(vma, addr, page++);
-		if (ret) {
-			/* The caller unmaps what was inserted; no ->close. */
-			pagebuf_buf_put(buf);
-			return ret;
-		}
+	ret = pagebuf_insert(vma, page, !wb && pagebuf_pat_on());
+	if (ret) {
+		/* The caller unmaps what was inserted; no ->close. */
+		pagebuf_buf_put(buf);
+		return ret;
 	}
 	/* From here on the VMA holds the reference taken by the lookup. */
 	vma->vm_private_data = buf;
@@ -851,13 +1102,14 @@ static int pagebuf_mmap(struct file *file, struct vm_area_struct *vma)
  * read() and write() take the physical address as the file position, as on
  * /dev/mem, and, as /dev/mem does for RAM, copy through the kernel's cached
  * linear mapping. A transfer starting outside every buffer is EINVAL; one
- * running past the end of its buffer stops there (a short count).
+ * running past the end of its buffer stops there (a short count). As on
+ * /dev/mem, bytes copied before a fault or a fatal signal are counted.
  */
 static ssize_t pagebuf_rw(struct file *file, char __user *ubuf, size_t count,
 			  loff_t *ppos, bool write)
 {
 	struct pagebuf_buf *buf;
-	size_t off, len, done, n;
+	size_t off, len, done, n, left;
 	void *kaddr;
 	int ret = 0;
 
@@ -866,17 +1118,23 @@ static ssize_t pagebuf_rw(struct file *file, char __user *ubuf, size_t count,
 		return -EINVAL;
 	if (!count)
 		return 0;
-	buf = pagebuf_buf_find(*ppos, 1);
-	if (!buf)
-		return -EINVAL;
+	buf = pagebuf_buf_find(file, *ppos, 1);
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
 
 	off = *ppos - page_to_phys(buf->pages);
 	len = min_t(size_t, count, (PAGE_SIZE << buf->order) - off);
 	kaddr = page_address(buf->pages) + off;
 	for (done = 0; done < len; done += n) {
+		if (fatal_signal_pending(current)) {
+			ret = -EINTR;
+			break;
+		}
 		n = min_t(size_t, len - done, PAGEBUF_CHUNK);
-		if (write ? copy_from_user(kaddr + done, ubuf + done, n) :
-			    copy_to_user(ubuf + done, kaddr + done, n)) {
+		left = write ? copy_from_user(kaddr + done, ubuf + done, n) :
+			       copy_to_user(ubuf + done, kaddr + done, n);
+		if (left) {
+			done += n - left;
 			ret = -EFAULT;
 			break;
 		}
@@ -906,6 +1164,12 @@ static int pagebuf_open(struct inode *inode, struct file *file)
 
 	if (!capable(CAP_SYS_RAWIO))
 		return -EPERM;
+	/*
+	 * Nothing is usable before pagebuf_init() has set the device up; pairs
+	 * with its smp_store_release().
+	 */
+	if (!smp_load_acquire(&pagebuf_ready))
+		return -ENODEV;
 	pf = kzalloc(sizeof(*pf), GFP_KERNEL);
 	if (!pf)
 		return -ENOMEM;
@@ -917,13 +1181,15 @@ static int pagebuf_release(struct inode *inode, struct file *file)
 {
 	struct pagebuf_buf *buf;
 	unsigned long index;
+	LIST_HEAD(dead);
 
 	mutex_lock(&pagebuf_lock);
 	xa_for_each(&pagebuf_bufs, index, buf) {
 		if (buf->owner == file)
-			pagebuf_buf_destroy(buf);
+			pagebuf_buf_unlink(buf, &dead);
 	}
 	mutex_unlock(&pagebuf_lock);
+	pagebuf_put_dead(&dead);
 	kfree(file->private_data);
 	return 0;
 }
@@ -945,16 +1211,31 @@ static DEVICE_ATTR_RO(max_order);
 static ssize_t max_pages_show(struct device *dev,
 			      struct device_attribute *attr, char *page)
 {
-	return sysfs_emit(page, "%lu\n", pagebuf_max_pages);
+	return sysfs_emit(page, "%lu\n", pagebuf_max_bytes >> PAGE_SHIFT);
 }
 static DEVICE_ATTR_RO(max_pages);
+
+static ssize_t max_bytes_show(struct device *dev,
+			      struct device_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%lu\n", pagebuf_max_bytes);
+}
+static DEVICE_ATTR_RO(max_bytes);
 
 static ssize_t pages_in_use_show(struct device *dev,
 				 struct device_attribute *attr, char *page)
 {
-	return sysfs_emit(page, "%ld\n", atomic_long_read(&pagebuf_pages_in_use));
+	return sysfs_emit(page, "%ld\n",
+			  atomic_long_read(&pagebuf_bytes_in_use) >> PAGE_SHIFT);
 }
 static DEVICE_ATTR_RO(pages_in_use);
+
+static ssize_t bytes_in_use_show(struct device *dev,
+				 struct device_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%ld\n", atomic_long_read(&pagebuf_bytes_in_use));
+}
+static DEVICE_ATTR_RO(bytes_in_use);
 
 static ssize_t nr_buffers_show(struct device *dev,
 			       struct device_attribute *attr, char *page)
@@ -970,13 +1251,23 @@ static ssize_t cache_ops_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(cache_ops);
 
+static ssize_t dma_max_size_show(struct device *dev,
+				 struct device_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%zu\n", dma_max_mapping_size(dev));
+}
+static DEVICE_ATTR_RO(dma_max_size);
+
 static struct attribute *pagebuf_attrs[] = {
 	&dev_attr_version.attr,
 	&dev_attr_max_order.attr,
 	&dev_attr_max_pages.attr,
+	&dev_attr_max_bytes.attr,
 	&dev_attr_pages_in_use.attr,
+	&dev_attr_bytes_in_use.attr,
 	&dev_attr_nr_buffers.attr,
 	&dev_attr_cache_ops.attr,
+	&dev_attr_dma_max_size.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(pagebuf);
@@ -1001,19 +1292,36 @@ static struct miscdevice pagebuf_misc = {
 	.mode = 0600,
 };
 
-static int __init pagebuf_init(void)
+static int pagebuf_check_params(void)
 {
-	int ret;
+	unsigned long ram = totalram_pages() << PAGE_SHIFT;
 
 	if (pagebuf_max_order > PAGEBUF_MAX_PAGE_ORDER) {
 		pr_err("max_order=%u exceeds this kernel's largest order %u\n",
 		       pagebuf_max_order, PAGEBUF_MAX_PAGE_ORDER);
 		return -EINVAL;
 	}
-	if (!pagebuf_max_pages) {
-		pr_err("max_pages must be at least 1\n");
+	if (pagebuf_max_bytes < PAGE_SIZE || pagebuf_max_bytes > ram) {
+		pr_err("max_bytes=%lu must be from the page size (%lu) to the RAM (%lu)\n",
+		       pagebuf_max_bytes, PAGE_SIZE, ram);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/*
+ * The misc device is also the device buffers are mapped for, so it exists
+ * before its DMA mask is set; open() refuses until everything is ready,
+ * which makes registering it the last visible step.
+ */
+static int __init pagebuf_init(void)
+{
+	int ret;
+
+	pagebuf_check_abi();
+	ret = pagebuf_check_params();
+	if (ret)
+		return ret;
 
 	ret = misc_register(&pagebuf_misc);
 	if (ret)
@@ -1026,10 +1334,19 @@ static int __init pagebuf_init(void)
 			ret);
 		goto err_deregister;
 	}
-
+	ret = pagebuf_dma_probe();
+	if (ret)
+		goto err_deregister;
 	ret = pagebuf_cmo_init();
 	if (ret)
 		goto err_deregister;
+
+	if (pagebuf_x86_pat_alias && pagebuf_pat_on()) {
+		pr_warn("x86_pat_alias=1: mapping RAM UC/WC behind PAT's back; tainting the kernel\n");
+		add_taint(TAINT_USER, LOCKDEP_STILL_OK);
+	}
+	/* Pairs with pagebuf_open(): an opener sees the device set up. */
+	smp_store_release(&pagebuf_ready, true);
 	return 0;
 
 err_deregister:
@@ -1041,16 +1358,20 @@ static void __exit pagebuf_exit(void)
 {
 	struct pagebuf_buf *buf;
 	unsigned long index;
+	LIST_HEAD(dead);
 
 	/*
-	 * No file is open (each holds a module reference). Free what is left
-	 * while the device still exists: DMA unmapping needs it.
+	 * No file is open and nothing is mapped (each holds a module
+	 * reference). Free what is left while the device still exists: DMA
+	 * unmapping needs it.
 	 */
 	mutex_lock(&pagebuf_lock);
 	xa_for_each(&pagebuf_bufs, index, buf)
-		pagebuf_buf_destroy(buf);
+		pagebuf_buf_unlink(buf, &dead);
 	mutex_unlock(&pagebuf_lock);
+	pagebuf_put_dead(&dead);
 	xa_destroy(&pagebuf_bufs);
+	mtree_destroy(&pagebuf_by_pfn);
 	misc_deregister(&pagebuf_misc);
 }
 

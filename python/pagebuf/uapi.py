@@ -10,11 +10,12 @@ import ctypes
 
 from ioctl_opt import IOR, IOW, IOWR
 
-API_VERSION = 2
+API_VERSION = 3
 
 BUF_DMA = 0x1
 BUF_FILE_OWNED = 0x2
 BUF_FLAGS = BUF_DMA | BUF_FILE_OWNED
+BUF_BOUNCED = 0x4
 
 FREE_ALL = 0x1
 FREE_FLAGS = FREE_ALL
@@ -32,6 +33,10 @@ FEAT_DMA_COHERENT = 0x1
 FEAT_FLUSH = 0x2
 FEAT_INJECT = 0x4
 FEAT_CLEAN = 0x8
+FEAT_DMA_BOUNCE = 0x10
+FEAT_X86_PAT = 0x20
+FEAT_PAT_ALIAS = 0x40
+FEAT_WC_IS_UC = 0x80
 
 KFLUSH_CLEAN = 0x1
 KFLUSH_FLAGS = KFLUSH_CLEAN
@@ -50,6 +55,9 @@ class PagebufInfo(ctypes.Structure):
         ("nr_buffers", ctypes.c_uint32),
         ("reserved", ctypes.c_uint32),
         ("dma_mask", ctypes.c_uint64),
+        ("dma_max_size", ctypes.c_uint64),
+        ("max_bytes", ctypes.c_uint64),
+        ("bytes_in_use", ctypes.c_uint64),
     ]
 
 

@@ -9,11 +9,22 @@
  * ioctl fails with EINVAL.
  *
  * The ABI grows by appending fields to a struct. The kernel takes the size
- * encoded in the caller's command: any size from version 1's on is accepted,
- * fields a shorter struct lacks read as zero, a longer struct's unknown tail
- * must be zero (EINVAL), and no more than the caller's size is written back.
- * A size below version 1's is ENOTTY. PAGEBUF_IOC_GET_INFO reports the
- * interface version and feature bits.
+ * encoded in the caller's command: any size from the struct's first version
+ * on is accepted (the kernel keeps a table of those sizes), fields a shorter
+ * struct lacks read as zero, a longer struct's unknown tail must be zero
+ * (EINVAL), and no more than the caller's size is written back. A size below
+ * the first version's is ENOTTY. PAGEBUF_IOC_GET_INFO reports the interface
+ * version and feature bits.
+ *
+ * Who may do what: opening /dev/pagebuf needs CAP_SYS_RAWIO. GET_INFO,
+ * BUF_INFO, LIST, KREAD, KCHECKSUM and SET_CACHING work on any open file;
+ * every ioctl that changes a buffer or the registry (ALLOC, FREE, KWRITE,
+ * KFLUSH, INJECT, SYNC) needs the file opened for writing (EBADF otherwise),
+ * as write() and a shared PROT_WRITE mmap() do. A buffer allocated with
+ * PAGEBUF_BUF_FILE_OWNED is reachable only through the file that allocated
+ * it, or a descriptor of that same open file (dup(), fork(), SCM_RIGHTS):
+ * from any other file, mmap(), read(), write() and every ioctl naming it but
+ * BUF_INFO fail with EPERM.
  */
 #ifndef _UAPI_PAGEBUF_H
 #define _UAPI_PAGEBUF_H
@@ -21,12 +32,14 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define PAGEBUF_API_VERSION	2
+#define PAGEBUF_API_VERSION	3
 
 /* struct pagebuf_buffer.flags */
 #define PAGEBUF_BUF_DMA		0x1	/* dma_map_page(DMA_BIDIRECTIONAL) */
 #define PAGEBUF_BUF_FILE_OWNED	0x2	/* freed when its file is closed */
 #define PAGEBUF_BUF_FLAGS	(PAGEBUF_BUF_DMA | PAGEBUF_BUF_FILE_OWNED)
+/* (out) the DMA mapping goes through a bounce buffer (swiotlb) at dma_addr */
+#define PAGEBUF_BUF_BOUNCED	0x4
 
 /* struct pagebuf_free.flags */
 #define PAGEBUF_FREE_ALL	0x1	/* every buffer this file may free */
@@ -39,6 +52,12 @@
  * unaligned accesses and DC ZVA; elsewhere pgprot_noncached(). DEVICE is
  * pgprot_noncached() everywhere: on arm64 Device-nGnRnE, where unaligned
  * accesses and DC ZVA (memset of zero) fault; on x86 the same as UC.
+ *
+ * x86 with PAT on (PAGEBUF_FEAT_X86_PAT) keeps one memory type per page of
+ * RAM and refuses /dev/mem any other: pagebuf maps RAM UC, WC or DEVICE
+ * there (the O_SYNC default included) only when loaded with x86_pat_alias=1
+ * (PAGEBUF_FEAT_PAT_ALIAS), which taints the kernel; EPERM otherwise.
+ * Booted nopat (PAGEBUF_FEAT_WC_IS_UC), WC maps are UC-.
  */
 #define PAGEBUF_CACHING_DEFAULT	0	/* write-back; UC if opened O_SYNC */
 #define PAGEBUF_CACHING_WB	1	/* write-back, as the kernel's own alias */
@@ -55,6 +74,10 @@
 #define PAGEBUF_FEAT_FLUSH		0x2 /* KFLUSH cleans and invalidates */
 #define PAGEBUF_FEAT_INJECT		0x4 /* inject=1 and FLUSH: INJECT works */
 #define PAGEBUF_FEAT_CLEAN		0x8 /* KFLUSH with PAGEBUF_KFLUSH_CLEAN */
+#define PAGEBUF_FEAT_DMA_BOUNCE		0x10 /* DMA mappings are bounced (swiotlb) */
+#define PAGEBUF_FEAT_X86_PAT		0x20 /* x86 with PAT: see x86_pat_alias */
+#define PAGEBUF_FEAT_PAT_ALIAS		0x40 /* x86_pat_alias=1: UC/WC maps of RAM */
+#define PAGEBUF_FEAT_WC_IS_UC		0x80 /* x86 without PAT: WC maps are UC- */
 
 /* struct pagebuf_kaccess.flags, for KFLUSH only */
 #define PAGEBUF_KFLUSH_CLEAN	0x1	/* clean only: lines stay cached */
@@ -71,6 +94,13 @@
  * @nr_buffers:   (out) buffers that exist now
  * @reserved:     must be zero
  * @dma_mask:     (out) DMA mask of the device buffers are mapped for
+ * @dma_max_size: (out) largest DMA mapping the device takes, in bytes
+ *                (dma_max_mapping_size(); ~0 when unlimited): a larger
+ *                DMA ALLOC fails with E2BIG
+ * @max_bytes:    (out) most bytes all buffers may hold together
+ * @bytes_in_use: (out) bytes held by buffers now
+ *
+ * Every field is (out): the struct must be zero on entry.
  */
 struct pagebuf_info {
 	__u32 api_version;
@@ -82,13 +112,18 @@ struct pagebuf_info {
 	__u32 nr_buffers;
 	__u32 reserved;
 	__u64 dma_mask;
+	/* version 3 */
+	__u64 dma_max_size;
+	__u64 max_bytes;
+	__u64 bytes_in_use;
 };
 
 /**
  * struct pagebuf_buffer - one buffer (ALLOC, BUF_INFO, and LIST entries)
  * @id:        (out) buffer id, never 0; (in) for BUF_INFO
  * @order:     (in) for ALLOC: log2 of the number of pages; (out) otherwise
- * @flags:     (in) for ALLOC: PAGEBUF_BUF_* requested; (out) otherwise
+ * @flags:     (in) for ALLOC: PAGEBUF_BUF_FLAGS requested; (out) those
+ *             and PAGEBUF_BUF_BOUNCED
  * @reserved:  must be zero
  * @phys_addr: (out) physical address of the first page (page_to_phys)
  * @dma_addr:  (out) DMA address, valid when PAGEBUF_BUF_DMA is set
@@ -112,7 +147,8 @@ struct pagebuf_buffer {
  * @reserved: must be zero
  *
  * A buffer owned by another open file cannot be freed (EPERM); FREE_ALL
- * frees module-owned buffers and those owned by the calling file.
+ * frees module-owned buffers and those owned by the calling file. Once a
+ * buffer is freed, FREE returns 0 even if @count cannot be written back.
  */
 struct pagebuf_free {
 	__u32 id;

@@ -5,7 +5,9 @@ Debian's own kernel sets CONFIG_STRICT_DEVMEM=y, which keeps RAM out of /dev/mem
 virtme-ng (`vng --kconfig`) plus CONFIG_ITEMS, built once, and kept in the cache under
 a key made of the source package's version and the config items, so a changed input
 builds a new kernel and an unchanged one is reused. The guest boots it with `nopat`:
-with PAT on, x86 refuses to mmap RAM through /dev/mem even without STRICT_DEVMEM.
+with PAT on, x86 refuses to mmap RAM through /dev/mem even without STRICT_DEVMEM. The
+x86 kernel is also the one that notices: KASAN, kmemleak, lockdep and atomic-sleep
+checks (DEBUG_ITEMS) on top of DMA-API debugging and DEBUG_VM.
 
 `arch="arm64"` cross-builds the same kernel for QEMU's `virt` machine with
 aarch64-linux-gnu-gcc. virtme-ng's arm64 config is arm64's defconfig, every SoC
@@ -48,12 +50,26 @@ CONFIG_ITEMS = (
     "CONFIG_DEBUG_INFO_DWARF4=n",
     "CONFIG_DEBUG_INFO_DWARF5=n",
 )
+# A kernel that notices what the module gets wrong: out-of-bounds and use-after-free
+# (KASAN), leaks (kmemleak, scanned on demand by the suite, not by a thread that costs
+# the emulator CPU), lock order (lockdep) and sleeping in atomic context. x86 only:
+# arm64's suite runs without them, within CI's time.
+DEBUG_ITEMS = (
+    "CONFIG_KASAN=y",
+    "CONFIG_KASAN_GENERIC=y",
+    "CONFIG_DEBUG_KMEMLEAK=y",
+    "CONFIG_DEBUG_KMEMLEAK_AUTO_SCAN=n",
+    "CONFIG_DEBUG_KMEMLEAK_DEFAULT_OFF=n",
+    "CONFIG_PROVE_LOCKING=y",
+    "CONFIG_DEBUG_ATOMIC_SLEEP=y",
+)
 BOOT_APPEND = ("nopat",)
 BUILT_MARK = ".pagebuf-built"
 
 ARM64_CROSS_COMPILE = "aarch64-linux-gnu-"
 # The same test aids as x86's, less PAT, which arm64 does not have.
 ARM64_CONFIG_ITEMS = tuple(item for item in CONFIG_ITEMS if not item.startswith("CONFIG_X86_"))
+CONFIG_ITEMS += DEBUG_ITEMS
 # On top of arm64's allnoconfig (EXPERT off, so the basic syscalls, /proc, sysfs, printk
 # and the block layer stay on), for QEMU's `virt` machine booted by virtme-ng. The GIC,
 # the architected timer, PSCI, AMBA, OF and SWIOTLB come with ARM64 itself.
