@@ -58,8 +58,10 @@ def open_region(
     cached: bool = False,
     method: str = "auto",
     device_path: str | None = None,
+    device: Device | None = None,
 ) -> PhysMem:
-    """Map (or prepare read()/write() access to) [phys, phys + size) through `via`."""
+    """Map (or prepare read()/write() access to) [phys, phys + size) through `via`.
+    `device`: map /dev/pagebuf through this open file, as its file-owned buffers need."""
     if via == "devmem":
         if method != "rw":
             try:
@@ -70,6 +72,8 @@ def open_region(
                 print(f"pagebuf: note: {exc.message}; using read()/write()", file=sys.stderr)
         return PhysMem(phys, size, path="/dev/mem", sync=not cached, method="rw")
     if via in _CACHING:
-        path = str(find_device(device_path).devnode)
-        return PhysMem(phys, size, path=path, sync=False, method="mmap", caching=_CACHING[via])
+        node = device.node if device is not None else find_device(device_path)
+        fd = device.fileno() if device is not None else None
+        return PhysMem(phys, size, path=str(node.devnode), sync=False, method="mmap",
+                       caching=_CACHING[via], fd=fd)  # fmt: skip
     raise InvalidRequestError(f"unknown access path {via!r}: one of {', '.join(VIAS)}", E.EINVAL)

@@ -164,6 +164,11 @@ def _corruption_advice(s: _Arms) -> list[str]:
             f"the dma arm stayed clean while {bad} corrupted: map the pages for DMA and "
             f"sync around each access, as in {PREVENTING}"
         ]
+    elif s.skipped("dma") and not dict(s.untested)["dma"].startswith("the run stopped"):
+        out = [
+            f"{bad} corrupted, and the dma arm could not run here (its reason is above): "
+            f"test the fix where pagebuf's DMA is direct, as in {PREVENTING}"
+        ]
     else:
         out = [f"{bad} corrupted, and dma was not tested: run compare to the end to see the fix"]
     if "flush" in s.clean and "cached" in s.corrupted:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import access, advice, cpus, doctor, errors, names, report, uapi
-from .device import Buffer, Device
+from .device import Buffer, Device, ModuleInfo
 from .physmem import PhysMem
 from .results import ResultWriter, default_path, read_records
 
@@ -185,7 +185,8 @@ def _describe(buf: Buffer) -> str:
         f"owner      {buf.owner}",
     ]
     if buf.dma:
-        lines.append(f"dma_addr   {_hex(buf.dma_addr)}")
+        bounce = " (a swiotlb bounce slot, not these pages)" if buf.bounced else ""
+        lines.append(f"dma_addr   {_hex(buf.dma_addr)}{bounce}")
     return "\n".join(lines)
 
 
@@ -295,6 +296,10 @@ def run_verify(args: argparse.Namespace, dev: Device) -> int:
 
 def run_compare_views(args: argparse.Namespace, dev: Device) -> int:
     buf = dev.buffer(args.id)
+    if args.sync and buf.bounced:
+        raise errors.InvalidRequestError(
+            f"compare-views {buf.id} --sync: {errors.DMA_BOUNCED}", errno.EINVAL
+        )
     if args.sync:
         dev.sync(buf.id, uapi.SYNC_FOR_CPU)
     user = _read_view(args, dev, buf)
@@ -443,12 +448,30 @@ def run(args: argparse.Namespace) -> int:
             else:
                 dev.free(args.id)
         elif args.command == "status":
-            info = {**dev.info().to_dict(), "cache_ops": doctor.cache_ops_of(dev) or "unknown"}
-            if args.json:
-                _print_json(info)
-            else:
-                print("\n".join(f"{k:<14} {v}" for k, v in info.items()))
+            run_status(args, dev)
     return 0
+
+
+def _status_value(info: ModuleInfo, key: str, value: Any) -> str:
+    if key != "dma_max_size":
+        return str(value)
+    if info.api_version < 3:
+        return "not reported (a module older than api 3)"
+    if value is None:
+        return "unlimited"
+    return f"{value} bytes" + (" (swiotlb bounce buffering)" if info.dma_bounce else "")
+
+
+def run_status(args: argparse.Namespace, dev: Device) -> None:
+    """Version, limits, use and features; then, in words, what they rule out here."""
+    info = dev.info()
+    status = {**info.to_dict(), "cache_ops": doctor.cache_ops_of(dev) or "unknown"}
+    if args.json:
+        _print_json({**status, "notes": info.notes()})
+        return
+    print("\n".join(f"{k:<14} {_status_value(info, k, v)}" for k, v in status.items()))
+    for note in info.notes():
+        print(f"note: {note}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,17 @@ from typing import Any
 from . import uapi
 from .closing import Closing
 from .discovery import find_device
-from .errors import NOT_LOADED, ModuleNotLoadedError, PagebufError, from_oserror
+from .errors import (
+    NO_INJECT,
+    NOT_LOADED,
+    ModuleNotLoadedError,
+    PagebufError,
+    dma_too_large,
+    foreign_buffer,
+    from_oserror,
+)
+
+DMA_UNLIMITED = 2**64 - 1  # dma_max_size when the device takes mappings of any size
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,11 @@ class Buffer:
         return bool(self.flags & uapi.BUF_FILE_OWNED)
 
     @property
+    def bounced(self) -> bool:
+        """The DMA mapping goes through a swiotlb bounce buffer: dma_addr is its slot."""
+        return bool(self.flags & uapi.BUF_BOUNCED)
+
+    @property
     def pages(self) -> int:
         return 1 << self.order
 
@@ -58,13 +73,16 @@ class Buffer:
             "dma_addr": self.dma_addr,
             "dma_addr_hex": None if self.dma_addr is None else f"0x{self.dma_addr:x}",
             "dma": self.dma,
+            "bounced": self.bounced,
             "owner": self.owner,
         }
 
 
 @dataclass(frozen=True)
 class ModuleInfo:
-    """The module's interface version, limits and current use."""
+    """The module's interface version, limits and current use. The last three fields
+    came with interface version 3: `from_struct` derives the byte counts from the page
+    counts for an older module and leaves dma_max_size 0 (not reported)."""
 
     api_version: int
     features: int
@@ -74,22 +92,103 @@ class ModuleInfo:
     pages_in_use: int
     nr_buffers: int
     dma_mask: int
+    dma_max_size: int = 0
+    max_bytes: int = 0
+    bytes_in_use: int = 0
+
+    @classmethod
+    def from_struct(cls, s: uapi.PagebufInfo) -> ModuleInfo:
+        max_bytes, in_use = s.max_bytes, s.bytes_in_use
+        if s.api_version < 3:
+            max_bytes, in_use = s.max_pages * s.page_size, s.pages_in_use * s.page_size
+        return cls(s.api_version, s.features, s.page_size, s.max_order, s.max_pages,
+                   s.pages_in_use, s.nr_buffers, s.dma_mask, s.dma_max_size, max_bytes,
+                   in_use)  # fmt: skip
+
+    def _has(self, feature: int) -> bool:
+        return bool(self.features & feature)
 
     @property
     def dma_coherent(self) -> bool:
-        return bool(self.features & uapi.FEAT_DMA_COHERENT)
+        return self._has(uapi.FEAT_DMA_COHERENT)
 
     @property
     def can_flush(self) -> bool:
-        return bool(self.features & uapi.FEAT_FLUSH)
+        return self._has(uapi.FEAT_FLUSH)
 
     @property
     def can_clean(self) -> bool:
-        return bool(self.features & uapi.FEAT_CLEAN)
+        return self._has(uapi.FEAT_CLEAN)
 
     @property
     def can_inject(self) -> bool:
-        return bool(self.features & uapi.FEAT_INJECT)
+        return self._has(uapi.FEAT_INJECT)
+
+    @property
+    def dma_bounce(self) -> bool:
+        """DMA mappings of pagebuf's device go through swiotlb bounce buffers."""
+        return self._has(uapi.FEAT_DMA_BOUNCE)
+
+    @property
+    def x86_pat(self) -> bool:
+        """x86 with PAT on: uncached maps of RAM need x86_pat_alias=1 (pat_alias)."""
+        return self._has(uapi.FEAT_X86_PAT)
+
+    @property
+    def pat_alias(self) -> bool:
+        """Loaded with x86_pat_alias=1: UC, WC and DEVICE maps of RAM allowed under PAT."""
+        return self._has(uapi.FEAT_PAT_ALIAS)
+
+    @property
+    def wc_is_uc(self) -> bool:
+        """x86 booted nopat: write-combining maps are UC-."""
+        return self._has(uapi.FEAT_WC_IS_UC)
+
+    @property
+    def uncached_refused(self) -> bool:
+        """mmap UC/WC/DEVICE (and the O_SYNC default) is refused with EPERM here."""
+        return self.x86_pat and not self.pat_alias
+
+    @property
+    def dma_limit(self) -> int | None:
+        """The largest DMA mapping in bytes; None when unlimited or not reported."""
+        return None if self.dma_max_size in (0, DMA_UNLIMITED) else self.dma_max_size
+
+    def dma_refusal(self, order: int) -> str | None:
+        """Why a DMA buffer of `order` cannot be mapped here (over dma_max_size), or None."""
+        size = self.page_size << order
+        if self.dma_limit is None or size <= self.dma_limit:
+            return None
+        return dma_too_large(order, size, self.dma_limit, self.dma_bounce)
+
+    def notes(self) -> list[str]:
+        """What limits the uses of this module here, in sentences (`pagebuf status`)."""
+        return [n for n in (self._pat_note(), self._wc_note(), self._bounce_note()) if n]
+
+    def _pat_note(self) -> str | None:
+        if self.uncached_refused:
+            return ("x86 PAT is on and pagebuf was loaded without x86_pat_alias=1: "
+                    "uncached, write-combining and device maps of its buffers (--via "
+                    "mmap-uc, mmap-wc, mmap-device, and an O_SYNC open) are refused "
+                    "(EPERM); load it with x86_pat_alias=1 to allow them (it taints "
+                    "the kernel)")  # fmt: skip
+        if self.pat_alias:
+            return ("loaded with x86_pat_alias=1: uncached and write-combining maps alias "
+                    "RAM against PAT's one memory type per page (kernel tainted)")  # fmt: skip
+        return None
+
+    def _wc_note(self) -> str | None:
+        if not self.wc_is_uc:
+            return None
+        return ("booted nopat: write-combining maps (--via mmap-wc) are UC- here, the same "
+                "as mmap-uc")  # fmt: skip
+
+    def _bounce_note(self) -> str | None:
+        if not self.dma_bounce:
+            return None
+        limit = f"; at most {self.dma_limit} bytes per mapping" if self.dma_limit else ""
+        return ("DMA mappings are bounced through swiotlb: dma_addr is a bounce slot, not "
+                f"these pages, and the dma arm is skipped{limit}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,22 +197,33 @@ class ModuleInfo:
             "max_order": self.max_order,
             "max_pages": self.max_pages,
             "pages_in_use": self.pages_in_use,
+            "max_bytes": self.max_bytes,
+            "bytes_in_use": self.bytes_in_use,
             "nr_buffers": self.nr_buffers,
             "dma_coherent": self.dma_coherent,
             "flush": self.can_flush,
             "clean": self.can_clean,
             "inject": self.can_inject,
             "dma_mask_hex": f"0x{self.dma_mask:x}",
+            "dma_max_size": self.dma_limit,
+            "dma_bounce": self.dma_bounce,
+            "x86_pat": self.x86_pat,
+            "pat_alias": self.pat_alias,
+            "wc_is_uc": self.wc_is_uc,
         }
 
 
 class Device(Closing):
     """An open /dev/pagebuf. Buffers allocated with file_owned=True die with it."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 readonly: bool = False) -> None:  # fmt: skip
+        """`readonly`: open O_RDONLY; such a file can describe, read and map read-only,
+        and every call that changes a buffer fails with EBADF."""
         self.node = find_device(path)
+        mode = os.O_RDONLY if readonly else os.O_RDWR
         try:
-            self._fd = os.open(self.node.devnode, os.O_RDWR | os.O_CLOEXEC)
+            self._fd = os.open(self.node.devnode, mode | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ModuleNotLoadedError(f"{NOT_LOADED} ({self.node.devnode} missing)") from None
         except OSError as exc:
@@ -129,33 +239,35 @@ class Device(Closing):
             os.close(self._fd)
             self._fd = -1
 
-    def ioctl(self, request: int, arg: ctypes.Structure, what: str) -> None:
-        """Issue one ioctl on a struct in place; failures raise PagebufError."""
+    def ioctl(
+        self, request: int, arg: ctypes.Structure, what: str, eperm: str | None = None
+    ) -> None:
+        """Issue one ioctl on a struct in place; failures raise PagebufError. `eperm`:
+        what EPERM means for this call (by default: no CAP_SYS_RAWIO)."""
         try:
             fcntl.ioctl(self.fileno(), request, arg, True)
         except OSError as exc:
-            raise from_oserror(exc, what) from None
+            reason = eperm if exc.errno == E.EPERM else None
+            raise from_oserror(exc, what, reason) from None
 
     def info(self) -> ModuleInfo:
         s = uapi.PagebufInfo()
         self.ioctl(uapi.IOC_GET_INFO, s, "module info")
-        return ModuleInfo(
-            s.api_version,
-            s.features,
-            s.page_size,
-            s.max_order,
-            s.max_pages,
-            s.pages_in_use,
-            s.nr_buffers,
-            s.dma_mask,
-        )
+        return ModuleInfo.from_struct(s)
 
     def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+        what = f"alloc order {order}"
         if not 0 <= order < 2**32:
-            raise from_oserror(OSError(E.EINVAL, "bad order"), f"alloc order {order}")
+            raise from_oserror(OSError(E.EINVAL, "bad order"), what)
         flags = (uapi.BUF_DMA if dma else 0) | (uapi.BUF_FILE_OWNED if file_owned else 0)
         s = uapi.PagebufBuffer(order=order, flags=flags)
-        self.ioctl(uapi.IOC_ALLOC, s, f"alloc order {order}")
+        try:
+            self.ioctl(uapi.IOC_ALLOC, s, what)
+        except PagebufError as exc:
+            if exc.errno != E.E2BIG:
+                raise
+            why = self.info().dma_refusal(order)  # the module's own limit, in numbers
+            raise from_oserror(OSError(E.E2BIG, "too big"), what, why) from None
         return Buffer.from_struct(s)
 
     def buffer(self, buf_id: int) -> Buffer:
@@ -166,7 +278,8 @@ class Device(Closing):
 
     def free(self, buf_id: int) -> None:
         self._check_id(buf_id)
-        self.ioctl(uapi.IOC_FREE, uapi.PagebufFree(id=buf_id), f"free buffer {buf_id}")
+        s = uapi.PagebufFree(id=buf_id)
+        self.ioctl(uapi.IOC_FREE, s, f"free buffer {buf_id}", foreign_buffer(buf_id))
 
     def free_all(self) -> int:
         """Free module-owned buffers and this file's own; return how many."""
@@ -227,13 +340,20 @@ class Device(Closing):
         """Debug only (module loaded with inject=1): write `data` through the kernel's
         cached alias and clean it to memory, as a write-back of stale lines would."""
         src = (ctypes.c_char * len(data)).from_buffer_copy(data)
-        self._kaccess(uapi.IOC_INJECT, buf_id, offset, len(data), ctypes.addressof(src), "inject")
+        try:
+            self._kaccess(uapi.IOC_INJECT, buf_id, offset, len(data), ctypes.addressof(src),
+                          "inject")  # fmt: skip
+        except PagebufError as exc:
+            if exc.errno != E.EPERM or self.info().can_inject:
+                raise
+            raise from_oserror(OSError(E.EPERM, "inject"), f"inject buffer {buf_id}",
+                               NO_INJECT) from None  # fmt: skip
 
     def sync(self, buf_id: int, direction: int, offset: int = 0, length: int = 0) -> None:
         """dma_sync_single_range_for_cpu/_for_device (uapi.SYNC_*) on a DMA-mapped buffer."""
         self._check_id(buf_id)
         s = uapi.PagebufSync(id=buf_id, direction=direction, offset=offset, length=length)
-        self.ioctl(uapi.IOC_SYNC, s, f"sync buffer {buf_id}")
+        self.ioctl(uapi.IOC_SYNC, s, f"sync buffer {buf_id}", foreign_buffer(buf_id))
 
     def _kaccess(
         self,
@@ -247,7 +367,8 @@ class Device(Closing):
     ) -> uapi.PagebufKaccess:
         self._check_id(buf_id)
         s = uapi.PagebufKaccess(id=buf_id, flags=flags, offset=offset, length=length, data=data)
-        self.ioctl(request, s, f"{verb} buffer {buf_id} [{offset:#x}+{length:#x}]")
+        where = f"{verb} buffer {buf_id} [{offset:#x}+{length:#x}]"
+        self.ioctl(request, s, where, foreign_buffer(buf_id))
         return s
 
     @staticmethod

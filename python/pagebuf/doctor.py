@@ -37,6 +37,7 @@ from .sysinfo import (
 DEVMEM_OPTIONS = ("CONFIG_DEVMEM", "CONFIG_STRICT_DEVMEM", "CONFIG_IO_STRICT_DEVMEM")
 TOKEN = b"pagebuf\x5a"
 CACHE_OPS_FILE = Path("/sys/class/misc/pagebuf/cache_ops")
+IOMMU_CLASS = Path("/sys/class/iommu")
 ARM64 = ("aarch64", "arm64")
 X86 = ("x86_64", "i686", "i386")
 NORMAL_NC = "Normal non-cacheable"
@@ -230,25 +231,55 @@ def check_cpus(report: Report, arch: str) -> None:
     report.add("online CPUs", "info", online)
 
 
+OWN_DEVICE = (
+    "pagebuf's own device is a misc device, never behind an IOMMU: its mappings are "
+    "dma-direct with a 64-bit mask"
+)
+
+
+def swiotlb_forced(cmdline: str) -> bool:
+    """`swiotlb=force` or `swiotlb=N,force` (the kernel's syntax) on the command line."""
+    for word in cmdline.split():
+        if word.startswith("swiotlb=") and "force" in word.removeprefix("swiotlb=").split(","):
+            return True
+    return False
+
+
 def check_dma(report: Report, cmdline: str) -> None:
-    iommus = sorted(p.name for p in Path("/sys/class/iommu").glob("*"))
-    report.add("IOMMU", "info", ", ".join(iommus) if iommus else "none")
-    forced = "swiotlb=force" in cmdline
-    report.add("swiotlb", "warn" if forced else "info", "forced" if forced else "not forced")
+    iommus = sorted(p.name for p in IOMMU_CLASS.glob("*"))
+    if iommus:
+        detail = (
+            "it translates the DMA of the devices behind it (your real device, whose "
+            f"dma_addr is then an IO virtual address), not pagebuf's: {OWN_DEVICE}"
+        )
+        report.add("IOMMU", "info", ", ".join(iommus), detail)
+    else:
+        report.add("IOMMU", "info", "none")
+    if swiotlb_forced(cmdline):
+        detail = "every streaming DMA mapping is bounced through a copy: the dma arm is skipped"
+        report.add("swiotlb", "warn", "forced", detail)
+    else:
+        report.add("swiotlb", "info", "not forced")
 
 
 def probe_dma(report: Report, dev: Device) -> None:
-    """Map a page for DMA and compare addresses: a DMA address other than the physical
-    one means an IOMMU or a bounce buffer (swiotlb) stands between device and page."""
+    """Map a page for DMA and compare addresses. pagebuf's device maps dma-direct, so a
+    DMA address other than the physical one can only be a swiotlb bounce slot."""
     buf = dev.alloc(0, dma=True, file_owned=True)
     try:
-        if buf.dma_addr == buf.phys_addr:
-            detail = "direct mapping: no IOMMU or bounce buffer for pagebuf's device"
+        if buf.dma_addr == buf.phys_addr and not buf.bounced:
+            detail = f"direct mapping: no bounce buffer ({OWN_DEVICE})"
             report.add("DMA address", "info", "= physical", detail)
         else:
             value = f"0x{buf.dma_addr or 0:x} != 0x{buf.phys_addr:x}"
-            detail = "translated: an IOMMU or swiotlb bounce buffer is in use"
-            report.add("DMA address", "info", value, detail)
+            if buf.dma_addr == buf.phys_addr:
+                value = f"0x{buf.phys_addr:x}, bounced"
+            detail = (
+                f"a swiotlb bounce slot ({OWN_DEVICE}, so only bouncing moves it: "
+                "swiotlb=force, or a confidential guest's encrypted memory); a device "
+                "would reach the copy, not the page"
+            )
+            report.add("DMA address", "warn", value, detail)
     finally:
         dev.free(buf.id)
 
@@ -281,7 +312,10 @@ def _refusal(errno: int | None) -> str:
     if errno == E.EPERM:
         return "CONFIG_STRICT_DEVMEM=y forbids RAM through /dev/mem: use /dev/pagebuf"
     if errno == E.EINVAL:
-        return "x86 PAT refuses to alias RAM: use /dev/pagebuf (--via mmap-uc)"
+        return (
+            "x86 PAT refuses to alias RAM: use /dev/pagebuf (--via mmap-uc, with the "
+            "module loaded x86_pat_alias=1)"
+        )
     if errno == E.ENOENT:
         return "no /dev/mem (CONFIG_DEVMEM=n)"
     return os.strerror(errno or 0)
@@ -338,8 +372,8 @@ def check_module(report: Report, info: ModuleInfo, arch: str, cache_ops: str | N
         "pagebuf module",
         "ok",
         f"api {info.api_version}",
-        f"max_order {info.max_order}, max_pages {info.max_pages}, "
-        f"{info.pages_in_use} pages in {info.nr_buffers} buffers",
+        f"max_order {info.max_order}, max_bytes {info.max_bytes}, "
+        f"{info.bytes_in_use} bytes in {info.nr_buffers} buffers",
     )
     if info.dma_coherent:
         report.add("DMA coherent", "ok", "yes", "dma_sync_* need no cache maintenance")
@@ -347,6 +381,8 @@ def check_module(report: Report, info: ModuleInfo, arch: str, cache_ops: str | N
         own = "pagebuf's own device, which no firmware describes: " if arch in ARM64 else ""
         report.add("DMA coherent", "info", "no", f"{own}dma_sync_* clean and invalidate the caches")
     check_cache_ops(report, info, cache_ops)
+    check_module_dma(report, info)
+    check_module_pat(report, info)
     if arch in ARM64 and info.api_version < 2:
         report.add(
             "mmap-uc",
@@ -361,6 +397,55 @@ def check_module(report: Report, info: ModuleInfo, arch: str, cache_ops: str | N
             "warn",
             f"{info.page_size} bytes",
             f"not this kernel's {page_size()}: built for another kernel?",
+        )
+
+
+def check_module_dma(report: Report, info: ModuleInfo) -> None:
+    """Whether pagebuf's DMA mappings are bounced, and how large one may be (api 3)."""
+    if info.api_version < 3:
+        return
+    if info.dma_bounce:
+        report.add(
+            "DMA bounce",
+            "warn",
+            "swiotlb",
+            "pagebuf's DMA mappings go through swiotlb bounce buffers (swiotlb=force, or "
+            "a confidential guest): dma_addr is the bounce slot, so the dma arm is skipped",
+        )
+    limit = info.dma_limit
+    if limit is None:
+        report.add("DMA max size", "info", "unlimited")
+    else:
+        orders = [o for o in range(info.max_order + 1) if info.dma_refusal(o) is None]
+        largest = f"order {orders[-1]} at most" if orders else "not even order 0"
+        report.add("DMA max size", "info", f"{limit} bytes",
+                   f"a larger DMA alloc fails (E2BIG): {largest}")  # fmt: skip
+
+
+def check_module_pat(report: Report, info: ModuleInfo) -> None:
+    """x86: what the module's uncached maps are under PAT, or without it."""
+    if info.uncached_refused:
+        report.add(
+            "uncached maps",
+            "warn",
+            "refused (x86 PAT)",
+            "PAT keeps one memory type per page of RAM: mmap-uc, mmap-wc, mmap-device and "
+            "O_SYNC maps of /dev/pagebuf fail (EPERM); load pagebuf with x86_pat_alias=1 "
+            "to allow them (it taints the kernel), or use mmap-wb",
+        )
+    elif info.pat_alias:
+        report.add(
+            "uncached maps",
+            "warn",
+            "allowed (x86_pat_alias=1)",
+            "UC/WC maps of RAM alias PAT's write-back type; the kernel is tainted",
+        )
+    if info.wc_is_uc:
+        report.add(
+            "mmap-wc",
+            "info",
+            "UC-",
+            "booted nopat: write-combining maps are UC-, the same as mmap-uc",
         )
 
 

@@ -12,9 +12,9 @@ EXIT_CODES = {
     2: "usage error",
     3: "broken controls (run)",
     4: "pagebuf module not loaded, or no device",
-    5: "permission denied",
+    5: "permission denied (no CAP_SYS_RAWIO, a read-only file, another file's buffer, x86 PAT)",
     6: "no such buffer",
-    7: "limit reached or out of memory",
+    7: "limit reached or out of memory (max_bytes, dma_max_size)",
     8: "invalid request",
     9: "other operating-system error",
 }
@@ -52,28 +52,55 @@ class InvalidRequestError(PagebufError):
 
 
 NOT_LOADED = "pagebuf module not loaded: run `sudo insmod kmod/pagebuf.ko`"
+NO_RAWIO = "permission denied (needs root with CAP_SYS_RAWIO)"
+NOT_WRITABLE = "needs /dev/pagebuf opened for writing (this file was opened read-only)"
+NO_INJECT = "the module was not loaded with inject=1"
+PAT_ALIAS = (
+    "x86 PAT: load pagebuf with x86_pat_alias=1 to map RAM uncached, write-combining or "
+    "as device memory (it taints the kernel), or map it write-back (--via mmap-wb)"
+)
+DMA_BOUNCED = (
+    "DMA is bounced through swiotlb here: a device would write the bounce buffer at "
+    "dma_addr, not these pages; sync_for_cpu would copy it over the user's writes"
+)
+
+_CLASSES: dict[int, type[PagebufError]] = {
+    E.EPERM: PermissionDeniedError,
+    E.EACCES: PermissionDeniedError,
+    E.EBADF: PermissionDeniedError,
+    E.ENOENT: NoSuchBufferError,
+    E.ENOMEM: LimitError,
+    E.E2BIG: LimitError,
+    E.EINVAL: InvalidRequestError,
+    E.ENOTTY: InvalidRequestError,
+}
+_REASONS = {
+    E.EPERM: NO_RAWIO,
+    E.EACCES: NO_RAWIO,
+    E.EBADF: NOT_WRITABLE,
+    E.ENOENT: "no such buffer",
+    E.ENOMEM: "out of memory or over the module's max_bytes limit (see `pagebuf status`)",
+    E.E2BIG: "above the largest DMA mapping here (see dma_max_size in `pagebuf status`)",
+    E.EINVAL: "invalid request (order above max_order, or bad flags/fields)",
+    E.ENOTTY: "the loaded module does not know this request (version mismatch?)",
+}
 
 
-def from_oserror(exc: OSError, what: str) -> PagebufError:
-    """Turn an OSError from `what` (e.g. "alloc order 11") into the right PagebufError."""
-    code = exc.errno
-    if code in (E.EPERM, E.EACCES):
-        return PermissionDeniedError(
-            f"{what}: permission denied (needs root with CAP_SYS_RAWIO)", code
-        )
-    if code == E.ENOENT:
-        return NoSuchBufferError(f"{what}: no such buffer", code)
-    if code == E.ENOMEM:
-        return LimitError(
-            f"{what}: out of memory or over the module's max_pages limit (see `pagebuf status`)",
-            code,
-        )
-    if code == E.EINVAL:
-        return InvalidRequestError(
-            f"{what}: invalid request (order above max_order, or bad flags/fields)", code
-        )
-    if code == E.ENOTTY:
-        return InvalidRequestError(
-            f"{what}: the loaded module does not know this request (version mismatch?)", code
-        )
-    return PagebufError(f"{what}: {exc.strerror or E.errorcode.get(code or 0, code)}", code)
+def foreign_buffer(buf_id: int) -> str:
+    """Why a buffer allocated file-owned by another open file cannot be touched here."""
+    return f"buffer {buf_id} belongs to another open file (file-owned: only that file reaches it)"
+
+
+def dma_too_large(order: int, size: int, limit: int, bounced: bool) -> str:
+    """Why a DMA buffer of `order` (`size` bytes) cannot be mapped: over dma_max_size."""
+    why = "swiotlb bounce buffering" if bounced else "dma_max_mapping_size() of pagebuf's device"
+    where = f"the largest DMA mapping here ({limit} bytes: {why})"
+    return f"order {order} is {size} bytes, above {where}"
+
+
+def from_oserror(exc: OSError, what: str, reason: str | None = None) -> PagebufError:
+    """Turn an OSError from `what` (e.g. "alloc order 11") into the right PagebufError;
+    `reason` replaces the errno's usual explanation when the caller knows better."""
+    code = exc.errno or 0
+    text = reason or _REASONS.get(code) or exc.strerror or E.errorcode.get(code, str(code))
+    return _CLASSES.get(code, PagebufError)(f"{what}: {text}", exc.errno)

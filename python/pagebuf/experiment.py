@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import __version__, access, cpus, doctor, patterns, uapi
 from .device import Buffer, Device
-from .errors import PagebufError
+from .errors import DMA_BOUNCED, PagebufError
 from .names import CONTROLS, EXIT_BROKEN, EXIT_CLEAN, EXIT_CORRUPT, MODES
 from .physmem import PhysMem, PhysMemError
 from .results import ResultWriter
@@ -90,18 +90,20 @@ def _pattern_bytes(params: RunParams, buf: Buffer, generation: int) -> bytes:
     ).tobytes()  # fmt: skip
 
 
-def open_user_path(buf: Buffer, via: str, device_path: str | None) -> tuple[PhysMem, str]:
-    """The uncached user path to a buffer; `auto` takes /dev/mem, else the module's."""
-    if via != "auto":
-        return access.open_region(buf.phys_addr, buf.size, via=via, device_path=device_path), via
-    try:
-        mem = access.open_region(buf.phys_addr, buf.size, via="devmem", method="mmap")
-        return mem, "devmem"
-    except PhysMemError as exc:
-        if exc.errno not in (E.EPERM, E.EINVAL, E.ENOENT, E.EACCES):
-            raise
-    mem = access.open_region(buf.phys_addr, buf.size, via="mmap-uc", device_path=device_path)
-    return mem, "mmap-uc"
+def open_user_path(buf: Buffer, via: str, device_path: str | None,
+                   dev: Device | None = None) -> tuple[PhysMem, str]:  # fmt: skip
+    """The uncached user path to a buffer; `auto` takes /dev/mem, else the module's. `dev`:
+    the open file that allocated the buffer, the only one a file-owned buffer maps through."""
+    if via == "auto":
+        try:
+            mem = access.open_region(buf.phys_addr, buf.size, via="devmem", method="mmap")
+            return mem, "devmem"
+        except PhysMemError as exc:
+            if exc.errno not in (E.EPERM, E.EINVAL, E.ENOENT, E.EACCES):
+                raise
+        via = "mmap-uc"
+    return access.open_region(buf.phys_addr, buf.size, via=via, device_path=device_path,
+                              device=dev), via  # fmt: skip
 
 
 def _inject_targets(params: RunParams, bufs: list[Buffer], line: int) -> list[tuple[Buffer, int]]:
@@ -256,6 +258,14 @@ class Experiment:
         return results
 
     def _skip_reason(self, arm: str) -> str | None:
+        if arm == "dma":
+            # Bounced: the syncs copy between the pages and a bounce slot, and the copy
+            # back would revert the user's uncached write (false corruption).
+            if self.info.dma_bounce:
+                return DMA_BOUNCED
+            too_large = self.info.dma_refusal(self.params.order)
+            if too_large:
+                return f"cannot map these buffers for DMA: {too_large}"
         if arm in ("flush", "positive") and not self.info.can_flush:
             return (
                 "this kernel gives the module no cache clean or flush (KFLUSH unsupported; "
@@ -278,9 +288,13 @@ class Experiment:
         with ExitStack() as stack:
             if arm == "single-cpu":
                 stack.enter_context(cpus.single_cpu(keep=0))
-            bufs = [self.dev.alloc(self.params.order, dma=arm == "dma", file_owned=True)
-                    for _ in range(self.params.buffers)]  # fmt: skip
+            bufs: list[Buffer] = []
             try:
+                for _ in range(self.params.buffers):
+                    bufs.append(self.dev.alloc(self.params.order, dma=arm == "dma",
+                                               file_owned=True))  # fmt: skip
+                if any(b.bounced for b in bufs):  # bounced without FEAT_DMA_BOUNCE
+                    return ArmResult(arm, "skipped", DMA_BOUNCED)
                 return self._run_arm(arm, bufs, stack)
             finally:
                 for b in bufs:
@@ -290,7 +304,7 @@ class Experiment:
         p = self.params
         mems = []
         for b in bufs:
-            mem, via = open_user_path(b, p.via, self.device_path)
+            mem, via = open_user_path(b, p.via, self.device_path, self.dev)
             mems.append(stack.enter_context(mem))
         gen = 2
         for b, mem in zip(bufs, mems):

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import uapi
 from .closing import Closing
-from .errors import PagebufError, PermissionDeniedError
+from .errors import PAT_ALIAS, PagebufError, PermissionDeniedError
 
 MAX_OFFSET = 2**63 - 1
 WIDTHS = {8: ctypes.c_uint8, 16: ctypes.c_uint16, 32: ctypes.c_uint32, 64: ctypes.c_uint64}
@@ -35,20 +35,27 @@ class PhysMemPermissionError(PhysMemError, PermissionDeniedError):
     exit_code = 5
 
 
-def _explain(exc: OSError, path: str, what: str) -> PhysMemError:
+UNCACHED = (uapi.CACHING_UC, uapi.CACHING_WC, uapi.CACHING_DEVICE)
+
+
+def _explain(exc: OSError, path: str, what: str, eperm: str | None = None) -> PhysMemError:
+    """One sentence for a failure of `what` on `path`; `eperm`: what EPERM means here."""
     devmem = path == "/dev/mem"
     if exc.errno in (E.EPERM, E.EACCES):
         if devmem:
             msg = (f"{what} {path}: the kernel forbids RAM through /dev/mem "
                    "(CONFIG_STRICT_DEVMEM=y); use /dev/pagebuf (--via mmap-uc)")  # fmt: skip
+        elif eperm is not None and exc.errno == E.EPERM:
+            msg = f"{what} {path}: {eperm}"
         else:
             msg = f"{what} {path}: permission denied (needs root with CAP_SYS_RAWIO)"
         return PhysMemPermissionError(msg, exc.errno)
     if exc.errno == E.EINVAL and devmem and what == "mmap":
         return PhysMemError(
             "mmap /dev/mem: refused (x86 PAT will not alias RAM with another cache type); "
-            "use /dev/pagebuf (--via mmap-uc) for an uncached alias, or read()/write() "
-            "(--method rw), which copy through the kernel's cached mapping",
+            "use /dev/pagebuf (--via mmap-uc, with pagebuf loaded x86_pat_alias=1) for an "
+            "uncached alias, or read()/write() (--method rw), which copy through the "
+            "kernel's cached mapping",
             exc.errno,
         )
     if exc.errno == E.EINVAL and what == "mmap":
@@ -70,7 +77,10 @@ class PhysMem(Closing):
         sync: bool = True,
         method: str = "mmap",
         caching: int | None = None,
+        fd: int | None = None,
     ) -> None:
+        """`fd`: an open file of `path` to use (duplicated) instead of opening it again;
+        a file-owned /dev/pagebuf buffer is reachable only through its own open file."""
         if size <= 0 or phys_addr < 0:
             raise PhysMemError(f"empty or negative range 0x{phys_addr:x}+{size}", E.EINVAL)
         if phys_addr + size > MAX_OFFSET:  # a file offset (off_t) cannot reach it
@@ -83,7 +93,7 @@ class PhysMem(Closing):
         self._arrays: dict[int, ctypes.Array[Any]] = {}  # per width, over the mapping
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_SYNC if sync else 0)
         try:
-            self._fd = os.open(path, flags)
+            self._fd = os.open(path, flags) if fd is None else os.dup(fd)
         except OSError as exc:
             raise _explain(exc, path, "open") from None
         try:
@@ -96,8 +106,26 @@ class PhysMem(Closing):
                 self._map = mmap.mmap(self._fd, length, mmap.MAP_SHARED,
                                       mmap.PROT_READ | mmap.PROT_WRITE, offset=base)  # fmt: skip
         except OSError as exc:
+            eperm = self._mmap_eperm(caching, sync) if exc.errno == E.EPERM else None
             os.close(self._fd)
-            raise _explain(exc, path, "mmap" if method == "mmap" else "ioctl") from None
+            raise _explain(exc, path, "mmap" if method == "mmap" else "ioctl", eperm) from None
+
+    def _mmap_eperm(self, caching: int | None, sync: bool) -> str | None:
+        """What an EPERM from mmap() of /dev/pagebuf means: x86 PAT refusing an uncached
+        alias of RAM (the module's features say so), else another file's buffer."""
+        info = uapi.PagebufInfo()
+        try:
+            fcntl.ioctl(self._fd, uapi.IOC_GET_INFO, info, True)
+        except OSError:
+            return None  # not /dev/pagebuf: the usual explanation stands
+        pat = info.features & uapi.FEAT_X86_PAT and not info.features & uapi.FEAT_PAT_ALIAS
+        uncached = caching in UNCACHED or (caching in (None, uapi.CACHING_DEFAULT) and sync)
+        return PAT_ALIAS if pat and uncached else self._foreign()
+
+    def _foreign(self) -> str:
+        """EPERM from /dev/pagebuf on an open file: the buffer is another file's."""
+        return (f"the buffer at 0x{self.phys_addr:x} belongs to another open file "
+                "(file-owned: only that file reaches it)")  # fmt: skip
 
     def close(self) -> None:
         self._arrays.clear()  # they export the mapping's buffer: drop them first
@@ -203,7 +231,7 @@ class PhysMem(Closing):
         try:
             data = os.pread(self._fd, length, self.phys_addr + offset)
         except OSError as exc:
-            raise _explain(exc, self.path, "read") from None
+            raise _explain(exc, self.path, "read", self._foreign()) from None
         if len(data) != length:
             raise PhysMemError(f"short read of {self.path} at 0x{self.phys_addr + offset:x}",
                                E.EIO)  # fmt: skip
@@ -213,6 +241,6 @@ class PhysMem(Closing):
         try:
             n = os.pwrite(self._fd, data, self.phys_addr + offset)
         except OSError as exc:
-            raise _explain(exc, self.path, "write") from None
+            raise _explain(exc, self.path, "write", self._foreign()) from None
         if n != len(data):
             raise PhysMemError(f"short write to {self.path}", E.EIO)

@@ -214,3 +214,19 @@ def test_the_readme_example_is_what_compare_prints() -> None:
     block = section[start:].split("```\n", 2)[1]
     rec = recommend(arms("corrupted clean clean clean fired injected-detected"))
     assert block == rec.text + "\n"
+
+
+def test_dma_refused_under_bouncing_is_not_called_a_cut_off_run() -> None:
+    """A bounced machine skips the dma arm with its reason (experiment.py): the ending
+    names that reason and does not ask to run compare to the end."""
+    from pagebuf.errors import DMA_BOUNCED
+
+    rec = recommend(
+        arms("corrupted skipped clean clean fired injected-detected"),
+        notes={"dma": DMA_BOUNCED},
+    )
+    assert f"not tested: dma ({DMA_BOUNCED})" in rec.facts
+    assert rec.advice[0].startswith(
+        "cached corrupted, and the dma arm could not run here (its reason is above): "
+    )
+    assert "run compare to the end" not in rec.text and "stopped early" not in rec.text

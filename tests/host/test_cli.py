@@ -245,3 +245,46 @@ def test_compare_prints_and_records_the_recommendation(
     assert summary["type"] == "summary"
     assert printed.rstrip("\n").endswith(summary["recommendation"])
     assert "=> the dma arm stayed clean while cached corrupted" in summary["recommendation"]
+
+
+def test_status_says_what_pat_nopat_and_bouncing_rule_out(
+    fake: type[FakeDevice], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pagebuf import uapi
+
+    features = uapi.FEAT_X86_PAT | uapi.FEAT_DMA_BOUNCE | uapi.FEAT_FLUSH
+    info = ModuleInfo(3, features, 4096, 10, 32768, 4, 1, 2**64 - 1, 262144, 128 << 20, 16384)
+    monkeypatch.setattr(fake, "info", lambda self: info)
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "dma_max_size   262144 bytes (swiotlb bounce buffering)" in out
+    assert "max_bytes      134217728" in out and "bytes_in_use   16384" in out
+    notes = [line for line in out if line.startswith("note: ")]
+    assert len(notes) == 2
+    assert "refused (EPERM); load it with x86_pat_alias=1" in notes[0]
+    assert "bounced through swiotlb" in notes[1] and "dma arm is skipped" in notes[1]
+    assert cli.main(["status", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["x86_pat"] and not obj["pat_alias"] and obj["dma_bounce"]
+    assert obj["dma_max_size"] == 262144 and obj["notes"] == [n[6:] for n in notes]
+    nopat = ModuleInfo(3, uapi.FEAT_WC_IS_UC, 4096, 10, 32768, 0, 0, 2**64 - 1, 2**64 - 1)
+    monkeypatch.setattr(fake, "info", lambda self: nopat)
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "dma_max_size   unlimited" in out
+    assert [line for line in out if line.startswith("note: ")] == [
+        "note: booted nopat: write-combining maps (--via mmap-wc) are UC- here, the same as mmap-uc"
+    ]
+
+
+def test_compare_views_sync_refuses_a_bounced_buffer(
+    fake: type[FakeDevice], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pagebuf import uapi
+
+    bounced = Buffer(7, 0, uapi.BUF_DMA | uapi.BUF_BOUNCED, 0x3E58000, 0x7F000000, 4096)
+    monkeypatch.setattr(fake, "buffer", lambda self, buf_id: bounced)
+    assert cli.main(["compare-views", "7", "--sync", "--via", "mmap-wb"]) == 8
+    err = capsys.readouterr().err
+    assert err.startswith("pagebuf: compare-views 7 --sync: DMA is bounced through swiotlb")
+    assert len(err.splitlines()) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pagebuf import doctor, sysinfo, uapi
-from pagebuf.device import Device, ModuleInfo
+from pagebuf.device import Buffer, Device, ModuleInfo
 from pagebuf.errors import ModuleNotLoadedError
 
 FLUSH = uapi.FEAT_FLUSH | uapi.FEAT_CLEAN
@@ -294,3 +294,102 @@ def test_diagnose_arm64_board(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     module = r.get("pagebuf module")
     assert module is not None and module.value == "unavailable"
     assert doctor.summary(r).startswith("aliases can diverge here")
+
+
+def info3(features: int = 0, dma_max_size: int = 2**64 - 1) -> ModuleInfo:
+    return ModuleInfo(3, features, sysinfo.page_size(), 10, 32768, 0, 0, 2**64 - 1,
+                      dma_max_size, 128 << 20, 0)  # fmt: skip
+
+
+def test_pat_findings_say_how_to_opt_in() -> None:
+    r = doctor.Report()
+    doctor.check_module(r, info3(uapi.FEAT_X86_PAT | uapi.FEAT_DMA_COHERENT), "x86_64", "pmem")
+    f = r.get("uncached maps")
+    assert f is not None and (f.verdict, f.value) == ("warn", "refused (x86 PAT)")
+    assert "x86_pat_alias=1" in f.detail and "EPERM" in f.detail
+    r = doctor.Report()
+    doctor.check_module(r, info3(uapi.FEAT_X86_PAT | uapi.FEAT_PAT_ALIAS), "x86_64", "pmem")
+    f = r.get("uncached maps")
+    assert f is not None and f.value == "allowed (x86_pat_alias=1)" and "tainted" in f.detail
+    r = doctor.Report()
+    doctor.check_module(r, info3(uapi.FEAT_WC_IS_UC), "x86_64", "pmem")
+    f = r.get("mmap-wc")
+    assert r.get("uncached maps") is None and f is not None and f.value == "UC-"
+    assert "nopat" in f.detail
+
+
+def test_dma_bounce_and_max_size_findings() -> None:
+    r = doctor.Report()
+    doctor.check_module(r, info3(uapi.FEAT_DMA_BOUNCE, 256 << 10), "x86_64", "pmem")
+    bounce, size = r.get("DMA bounce"), r.get("DMA max size")
+    assert bounce is not None and bounce.verdict == "warn" and "dma arm is skipped" in bounce.detail
+    assert size is not None and size.value == "262144 bytes"
+    assert "order 6 at most" in size.detail and "E2BIG" in size.detail
+    r = doctor.Report()
+    doctor.check_module(r, info3(), "x86_64", "pmem")
+    size = r.get("DMA max size")
+    assert r.get("DMA bounce") is None and size is not None and size.value == "unlimited"
+    old = doctor.Report()
+    doctor.check_module(old, info(), "x86_64", "pmem")  # api 2 reports neither
+    assert old.get("DMA max size") is None and old.get("uncached maps") is None
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "forced"),
+    [("ro swiotlb=force", True), ("swiotlb=65536,force quiet", True),
+     ("swiotlb=65536", False), ("swiotlb=noforce", False), ("", False)],
+)  # fmt: skip
+def test_swiotlb_forced(cmdline: str, forced: bool) -> None:
+    assert doctor.swiotlb_forced(cmdline) is forced
+    r = doctor.Report()
+    doctor.check_dma(r, cmdline)
+    f = r.get("swiotlb")
+    assert f is not None and (f.value == "forced") is forced
+
+
+def test_an_iommu_is_said_to_translate_the_users_device_not_pagebufs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "dmar0").mkdir()
+    monkeypatch.setattr(doctor, "IOMMU_CLASS", tmp_path)
+    r = doctor.Report()
+    doctor.check_dma(r, "")
+    f = r.get("IOMMU")
+    assert f is not None and f.value == "dmar0"
+    assert "your real device" in f.detail and "never behind an IOMMU" in f.detail
+
+
+class FakeDmaDevice:
+    """Just enough of Device for probe_dma: one DMA buffer, as the module describes it."""
+
+    def __init__(self, dma_addr: int, flags: int) -> None:
+        self.buf = Buffer(1, 0, uapi.BUF_DMA | uapi.BUF_FILE_OWNED | flags, 0x5000, dma_addr, 4096)
+        self.freed: list[int] = []
+
+    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+        assert dma and file_owned
+        return self.buf
+
+    def free(self, buf_id: int) -> None:
+        self.freed.append(buf_id)
+
+
+@pytest.mark.parametrize(
+    ("dma_addr", "flags", "verdict", "value"),
+    [
+        (0x5000, 0, "info", "= physical"),
+        (0x7F000000, uapi.BUF_BOUNCED, "warn", "0x7f000000 != 0x5000"),
+        (0x7F000000, 0, "warn", "0x7f000000 != 0x5000"),  # an older module: no flag
+    ],
+)
+def test_a_moved_dma_address_is_named_a_bounce_slot_never_an_iommu(
+    dma_addr: int, flags: int, verdict: str, value: str
+) -> None:
+    fake = FakeDmaDevice(dma_addr, flags)
+    r = doctor.Report()
+    doctor.probe_dma(r, fake)  # type: ignore[arg-type]
+    f = r.get("DMA address")
+    assert f is not None and (f.verdict, f.value) == (verdict, value)
+    assert "never behind an IOMMU" in f.detail and "an IOMMU or" not in f.detail
+    assert ("swiotlb bounce slot" in f.detail) == (verdict == "warn")
+    assert fake.freed == [1]

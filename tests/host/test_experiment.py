@@ -28,13 +28,16 @@ class FakeDevice:
     """Records every call; keeps each buffer's bytes as the kernel's view."""
 
     features = uapi.FEAT_FLUSH | uapi.FEAT_CLEAN | uapi.FEAT_INJECT
+    dma_max_size = 2**64 - 1
+    bounce_flag = 0  # BUF_BOUNCED on DMA buffers: bounced, whatever the features say
 
     def __init__(self) -> None:
         self.bufs: dict[int, bytearray] = {}
         self.next_id = 1
 
     def info(self) -> ModuleInfo:
-        return ModuleInfo(2, self.features, 4096, 10, 32768, 0, 0, 2**64 - 1)
+        return ModuleInfo(3, self.features, 4096, 10, 32768, 0, 0, 2**64 - 1,
+                          self.dma_max_size, 128 << 20, 0)  # fmt: skip
 
     def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
         buf_id, self.next_id = self.next_id, self.next_id + 1
@@ -42,7 +45,8 @@ class FakeDevice:
         self.bufs[buf_id] = bytearray(size)
         LOG.append(("alloc", buf_id, dma))
         phys = 0x100000 * buf_id
-        return Buffer(buf_id, order, int(dma), phys, phys if dma else None, size)
+        flags = (uapi.BUF_DMA | self.bounce_flag) if dma else 0
+        return Buffer(buf_id, order, flags, phys, phys if dma else None, size)
 
     def free(self, buf_id: int) -> None:
         LOG.append(("free", buf_id))
@@ -100,11 +104,18 @@ def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
     monkeypatch.setattr(experiment.doctor, "diagnose", lambda open_device: Report())
     monkeypatch.setattr(experiment.cpus, "single_cpu", single_cpu)
-    monkeypatch.setattr(experiment, "open_user_path", lambda b, via, path: (FakeMem(dev, b), via))
+
+    def user_path(b: Buffer, via: str, path: str | None, owner: object = None) -> Any:
+        # A file-owned buffer maps only through the open file that allocated it.
+        assert owner is dev, "the user path must map through the allocating file"
+        return FakeMem(dev, b), via
+
+    monkeypatch.setattr(experiment, "open_user_path", user_path)
     LOG.clear()
 
     def go(arm: str, **kw: Any) -> list[tuple[Any, ...]]:
-        params = RunParams(arms=(arm,), buffers=1, order=0, duration=0, interval=1, **kw)
+        params = RunParams(**{"arms": (arm,), "buffers": 1, "order": 0, "duration": 0,
+                              "interval": 1, **kw})  # fmt: skip
         with ResultWriter(tmp_path / f"{arm}.jsonl") as out:
             result = Experiment(dev, params, out).run()[0]  # type: ignore[arg-type]
         go.result = result  # type: ignore[attr-defined]
@@ -210,3 +221,35 @@ def test_skipped_arms_say_why(
     monkeypatch.setattr(FakeDevice, "features", features)
     assert run(arm) == []  # nothing allocated, nothing touched
     assert run.result.verdict == "skipped" and reason in run.result.note
+
+
+@pytest.mark.parametrize(
+    ("features", "max_size", "order", "reason"),
+    [
+        (uapi.FEAT_DMA_BOUNCE, 2**64 - 1, 0, "DMA is bounced through swiotlb here"),
+        (uapi.FEAT_DMA_BOUNCE, 256 << 10, 7, "DMA is bounced through swiotlb here"),
+        (0, 256 << 10, 7, "order 7 is 524288 bytes, above the largest DMA mapping here "
+                          "(262144 bytes: dma_max_mapping_size() of pagebuf's device)"),
+    ],
+)  # fmt: skip
+def test_dma_arm_refused_up_front_where_it_would_lie_or_fail(
+    run: Any, monkeypatch: pytest.MonkeyPatch, features: int, max_size: int, order: int,
+    reason: str,
+) -> None:  # fmt: skip
+    """Bounced, the syncs copy a stale bounce slot over the user's write: every line
+    would read as stale corruption. Over dma_max_size, ALLOC fails (E2BIG). Either way
+    the arm is skipped with the reason before anything is allocated."""
+    monkeypatch.setattr(FakeDevice, "features", FakeDevice.features | features)
+    monkeypatch.setattr(FakeDevice, "dma_max_size", max_size)
+    assert run("dma", order=order) == []
+    assert run.result.verdict == "skipped" and reason in run.result.note
+    assert run("cached", order=order)[0] == "alloc"  # the other arms still run
+
+
+def test_a_bounced_buffer_skips_the_dma_arm_even_without_the_feature(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FakeDevice, "bounce_flag", uapi.BUF_BOUNCED)
+    assert run("dma") == ["alloc", "free"]  # nothing written, no sync, freed
+    assert run.result.verdict == "skipped"
+    assert "sync_for_cpu would copy it over the user's writes" in run.result.note

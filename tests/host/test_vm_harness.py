@@ -122,3 +122,77 @@ def test_a_boot_that_never_ran_the_command_is_retried_once(
     assert runner.run_in_vm(config(tmp_path), "true") == rc
     assert len(calls) == boots and calls[-1] == calls[0]
     assert "--force-9p" in calls[0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "append"),
+    [("custom", ("nopat",)), ("custom-pat", ()), ("custom-swiotlb", ("nopat", "swiotlb=force"))],
+)
+def test_the_test_kernel_and_its_x86_boot_variants(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, spec: str, append: tuple[str, ...]
+) -> None:
+    """One built kernel, three command lines: custom-swiotlb is the test kernel (nopat)
+    with every streaming DMA mapping bounced through swiotlb."""
+    from pagebuf.vm import kbuild
+
+    built = replace(KERNEL, name="custom", append=kbuild.BOOT_APPEND)
+    monkeypatch.setattr(kbuild, "custom_kernel", lambda cache, *, arch="x86_64", debug=False: built)
+    monkeypatch.setenv("PAGEBUF_CACHE", str(tmp_path))
+    kernel = resolve_kernel(spec)
+    assert (kernel.name, kernel.append, kernel.image) == (spec, append, built.image)
+    argv = vng_command(replace(config(tmp_path), kernel=kernel), "true")
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--append"] == list(append)
+
+
+def test_debug_is_the_debug_build_booted_as_the_test_kernel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pagebuf.vm import kbuild
+
+    asked: list[tuple[str, bool]] = []
+
+    def built(cache: Path, *, arch: str = "x86_64", debug: bool = False) -> GuestKernel:
+        asked.append((arch, debug))
+        return replace(KERNEL, name="debug" if debug else "custom", append=kbuild.BOOT_APPEND)
+
+    monkeypatch.setattr(kbuild, "custom_kernel", built)
+    monkeypatch.setenv("PAGEBUF_CACHE", str(tmp_path))
+    kernel = resolve_kernel("debug")
+    assert asked == [("x86_64", True)]
+    assert (kernel.name, kernel.append) == ("debug", ("nopat",))
+    with pytest.raises(VmError, match="KERNEL=debug is x86 only"):
+        resolve_kernel("debug", "arm64")
+
+
+def test_debug_kernel_has_the_debug_items_and_its_own_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pagebuf.vm import kbuild
+
+    monkeypatch.setattr(kbuild, "_source_version", lambda: "6.12.57-1")
+    assert len({kbuild.cache_key(), kbuild.cache_key(debug=True)}) == 2
+
+    items = kbuild.config_items("x86_64", debug=True)
+    assert set(kbuild.DEBUG_ITEMS) <= set(items) and set(kbuild.CONFIG_ITEMS) <= set(items)
+    assert not set(kbuild.DEBUG_ITEMS) & set(kbuild.config_items("x86_64"))
+    assert "CONFIG_KASAN=y" in items and "CONFIG_PROVE_LOCKING=y" in items
+
+
+def test_custom_swiotlb_is_x86_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagebuf.vm import kbuild
+
+    def no_build(*_a: object, **_k: object) -> GuestKernel:
+        raise AssertionError("custom-swiotlb on arm64 must not build a kernel")
+
+    monkeypatch.setattr(kbuild, "custom_kernel", no_build)
+    with pytest.raises(VmError, match="KERNEL=custom-swiotlb is x86 only"):
+        resolve_kernel("custom-swiotlb", "arm64")
+
+
+def test_make_test_runs_the_swiotlb_stage_after_the_pat_one() -> None:
+    root = Path(__file__).resolve().parents[2]
+    recipe = (root / "Makefile").read_text().split("\ntest:\n", 1)[1].split("\n\n", 1)[0]
+    pat = recipe.index("KERNEL=custom-pat")
+    swiotlb = recipe.index("ARCH=x86_64 KERNEL=custom-swiotlb")
+    assert pat < swiotlb < recipe.index("ARCH=arm64")
+    assert "tests/vm/test_swiotlb.py" in recipe[swiotlb:].split("\n\t@")[0]

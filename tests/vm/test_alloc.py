@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno as E
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from conftest import sysfs_int
 
 from pagebuf import Device, PagebufError
+from pagebuf.doctor import swiotlb_forced
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -26,27 +28,52 @@ def system_ram() -> list[tuple[int, int]]:
     return ranges
 
 
-def no_iommu() -> bool:
-    iommu = Path("/sys/class/iommu")
-    return not iommu.exists() or not any(iommu.iterdir())
+def bounced_by_force() -> bool:
+    return swiotlb_forced(Path("/proc/cmdline").read_text())
 
 
 def test_module_info_matches_sysfs(dev: Device) -> None:
     info = dev.info()
-    assert info.api_version == 2 == sysfs_int("version")
+    assert info.api_version == 3 == sysfs_int("version")
     assert info.page_size == PAGE
     assert info.max_order == sysfs_int("max_order") == 10
-    assert info.max_pages == sysfs_int("max_pages") == 32768
+    assert info.max_bytes == sysfs_int("max_bytes") == 128 << 20
+    assert info.max_pages == sysfs_int("max_pages") == (128 << 20) // PAGE
+    assert info.bytes_in_use == sysfs_int("bytes_in_use") == 0
     assert info.pages_in_use == sysfs_int("pages_in_use") == 0
     assert info.nr_buffers == sysfs_int("nr_buffers") == 0
     assert info.dma_mask == (1 << 64) - 1
+    # A 64-bit mask limits a mapping's size only where swiotlb bounces every one.
+    assert info.dma_max_size == sysfs_int("dma_max_size")
+    assert (info.dma_limit is not None) == info.dma_bounce == bounced_by_force()
+
+
+def test_bytes_in_use_tracks_every_alloc_and_free(dev: Device) -> None:
+    held = 0
+    bufs = []
+    for order in (0, 3, 1, 5):
+        bufs.append(dev.alloc(order, file_owned=order == 1))
+        held += PAGE << order
+        info = dev.info()
+        assert info.bytes_in_use == sysfs_int("bytes_in_use") == held
+        assert info.pages_in_use == sysfs_int("pages_in_use") == held // PAGE
+    for b in bufs:
+        dev.free(b.id)
+        held -= b.size
+        assert dev.info().bytes_in_use == sysfs_int("bytes_in_use") == held
 
 
 @pytest.mark.parametrize("dma", [False, True], ids=["cached", "dma"])
 def test_alloc_every_order(dev: Device, dma: bool) -> None:
     ram = system_ram()
-    for order in range(dev.info().max_order + 1):
+    info = dev.info()
+    for order in range(info.max_order + 1):
         size = PAGE << order
+        if dma and info.dma_refusal(order):  # over dma_max_size (swiotlb=force)
+            with pytest.raises(PagebufError) as too_big:
+                dev.alloc(order, dma=True)
+            assert too_big.value.errno == E.E2BIG and sysfs_int("nr_buffers") == 0
+            continue
         buf = dev.alloc(order, dma=dma)
         assert buf.id > 0
         assert buf.order == order
@@ -56,12 +83,13 @@ def test_alloc_every_order(dev: Device, dma: bool) -> None:
         assert buf.dma == dma
         if dma:
             assert buf.dma_addr is not None and buf.dma_addr % PAGE == 0
-            if no_iommu():
-                # dma-direct with a 64-bit mask and no IOMMU: bus address == physical.
-                assert buf.dma_addr == buf.phys_addr
+            # pagebuf's misc device maps dma-direct with a 64-bit mask, never through an
+            # IOMMU: the bus address is the physical one unless swiotlb bounced it.
+            assert buf.bounced == info.dma_bounce == (buf.dma_addr != buf.phys_addr)
         else:
-            assert buf.dma_addr is None
+            assert buf.dma_addr is None and not buf.bounced
         assert sysfs_int("pages_in_use") == 1 << order
+        assert sysfs_int("bytes_in_use") == size
         assert sysfs_int("nr_buffers") == 1
 
         assert dev.buffer(buf.id) == buf
@@ -128,6 +156,7 @@ def test_cli_lifecycle_against_the_module(module: None) -> None:
     assert json.loads(pagebuf("info", str(b_id), "--json").stdout)["order"] == 0
     status = json.loads(pagebuf("status", "--json").stdout)
     assert (status["nr_buffers"], status["pages_in_use"]) == (2, 5)
+    assert status["bytes_in_use"] == 5 * PAGE and status["max_bytes"] == 128 << 20
     assert pagebuf("free", str(b_id)).returncode == 0
     gone = pagebuf("info", str(b_id))
     assert gone.returncode == 6 and gone.stderr.startswith("pagebuf: buffer")

@@ -127,11 +127,13 @@ def test_bad_user_pointers(dev: Device) -> None:
 
 
 def test_list_with_a_huge_capacity_and_limit(module: None) -> None:
-    """Kernel memory for LIST follows what exists, not what the caller or max_pages say:
-    capacity U32_MAX under max_pages=10^8 once asked kvmalloc for gigabytes (a WARN)."""
+    """Kernel memory for LIST follows what exists, not what the caller or max_bytes say:
+    capacity U32_MAX under max_pages=10^8 once asked kvmalloc for gigabytes (a WARN).
+    max_bytes may be no more than the RAM now: all of it is the largest limit."""
     from conftest import reload
+    from test_limits import all_ram
 
-    reload("max_pages=100000000")
+    reload(f"max_bytes={all_ram()}")
     with Device() as dev:
         dev.alloc(0)
         array = (uapi.PagebufBuffer * 2)()

@@ -24,8 +24,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kernel",
         default=os.environ.get("KERNEL") or "debian",
-        help="`debian` (default), `custom`, `custom-pat` (x86 only) or the path of a built "
-        "kernel tree",
+        help="`debian` (default), `custom`, `custom-pat` (x86 only: booted with PAT on), "
+        "`custom-swiotlb` (x86 only: booted swiotlb=force, every DMA mapping bounced), "
+        "`debug` (x86 only: the test kernel with KASAN, kmemleak and lockdep) or the path "
+        "of a built kernel tree",
     )
     p.add_argument(
         "--arch",
@@ -36,7 +38,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
     p.add_argument("--memory", default="2G", help="guest memory (default 2G)")
     p.add_argument(
-        "--insmod-args", default="", help="module parameters, e.g. 'max_order=4 max_pages=64'"
+        "--insmod-args", default="", help="module parameters, e.g. 'max_order=4 max_bytes=262144'"
     )
     p.add_argument("--append", action="append", default=[], help="extra kernel command line")
     p.add_argument("--no-module", action="store_true", help="boot without loading pagebuf.ko")

@@ -5,9 +5,14 @@ Debian's own kernel sets CONFIG_STRICT_DEVMEM=y, which keeps RAM out of /dev/mem
 virtme-ng (`vng --kconfig`) plus CONFIG_ITEMS, built once, and kept in the cache under
 a key made of the source package's version and the config items, so a changed input
 builds a new kernel and an unchanged one is reused. The guest boots it with `nopat`:
-with PAT on, x86 refuses to mmap RAM through /dev/mem even without STRICT_DEVMEM. The
-x86 kernel is also the one that notices: KASAN, kmemleak, lockdep and atomic-sleep
-checks (DEBUG_ITEMS) on top of DMA-API debugging and DEBUG_VM.
+with PAT on, x86 refuses to mmap RAM through /dev/mem even without STRICT_DEVMEM.
+
+`debug=True` builds the same x86 kernel plus DEBUG_ITEMS, the one that notices what
+the module gets wrong: KASAN, kmemleak, lockdep and atomic-sleep checks on top of the
+test kernel's DMA-API debugging and DEBUG_VM. Under emulation they make the kernel
+about 20 times slower on file and memory paths (a Python start over 9p: 70 s), so the
+module's own tests, the fuzzer and the stress run there, and the whole suite on the
+test kernel.
 
 `arch="arm64"` cross-builds the same kernel for QEMU's `virt` machine with
 aarch64-linux-gnu-gcc. virtme-ng's arm64 config is arm64's defconfig, every SoC
@@ -50,10 +55,10 @@ CONFIG_ITEMS = (
     "CONFIG_DEBUG_INFO_DWARF4=n",
     "CONFIG_DEBUG_INFO_DWARF5=n",
 )
-# A kernel that notices what the module gets wrong: out-of-bounds and use-after-free
-# (KASAN), leaks (kmemleak, scanned on demand by the suite, not by a thread that costs
-# the emulator CPU), lock order (lockdep) and sleeping in atomic context. x86 only:
-# arm64's suite runs without them, within CI's time.
+# The debug kernel's additions: out-of-bounds and use-after-free (KASAN), leaks
+# (kmemleak, scanned on demand by the suite, not by a thread that costs the emulator
+# CPU), lock order (lockdep) and sleeping in atomic context. x86 only: arm64's emulation
+# is slower still, and CI's time does not allow a third kernel build.
 DEBUG_ITEMS = (
     "CONFIG_KASAN=y",
     "CONFIG_KASAN_GENERIC=y",
@@ -69,7 +74,6 @@ BUILT_MARK = ".pagebuf-built"
 ARM64_CROSS_COMPILE = "aarch64-linux-gnu-"
 # The same test aids as x86's, less PAT, which arm64 does not have.
 ARM64_CONFIG_ITEMS = tuple(item for item in CONFIG_ITEMS if not item.startswith("CONFIG_X86_"))
-CONFIG_ITEMS += DEBUG_ITEMS
 # On top of arm64's allnoconfig (EXPERT off, so the basic syscalls, /proc, sysfs, printk
 # and the block layer stay on), for QEMU's `virt` machine booted by virtme-ng. The GIC,
 # the architected timer, PSCI, AMBA, OF and SWIOTLB come with ARM64 itself.
@@ -130,10 +134,12 @@ ARM64_BASE_CONFIG = (
 )
 
 
-def config_items(arch: str = "x86_64") -> tuple[str, ...]:
+def config_items(arch: str = "x86_64", debug: bool = False) -> tuple[str, ...]:
     """What the kernel for `arch` is configured with, and what _check_config checks."""
     if normalize_arch(arch) == "x86_64":
-        return CONFIG_ITEMS
+        return CONFIG_ITEMS + DEBUG_ITEMS if debug else CONFIG_ITEMS
+    if debug:
+        raise VmError("the debug kernel is x86 only")
     return ARM64_BASE_CONFIG + ARM64_CONFIG_ITEMS
 
 
@@ -156,13 +162,13 @@ def _source_version() -> str:
     return proc.stdout.strip()
 
 
-def cache_key(arch: str = "x86_64") -> str:
+def cache_key(arch: str = "x86_64", debug: bool = False) -> str:
     """Source version plus config: what the built kernel depends on."""
     arch = normalize_arch(arch)
     h = hashlib.sha256()
     h.update(_source_version().encode())
     if arch == "x86_64":  # as it always was: the cached x86 kernel stays valid
-        h.update("\n".join(CONFIG_ITEMS).encode())
+        h.update("\n".join(config_items(arch, debug)).encode())
         return f"6.12-{h.hexdigest()[:12]}"
     h.update(f"\nARCH={arch} CROSS_COMPILE={ARM64_CROSS_COMPILE} allnoconfig\n".encode())
     h.update("\n".join(config_items(arch)).encode())
@@ -186,23 +192,24 @@ def _unpack(tree_parent: Path, log: Path) -> Path:
     return tree
 
 
-def _build(tree_parent: Path, jobs: int, arch: str = "x86_64") -> Path:
+def _build(tree_parent: Path, jobs: int, arch: str = "x86_64", debug: bool = False) -> Path:
     if normalize_arch(arch) == "arm64":
         return _build_arm64(tree_parent, jobs)
+    items = config_items(arch, debug)
     log = tree_parent / "build.log"
     tree = _unpack(tree_parent, log)
     vng = shutil.which("vng") or str(Path(sys.executable).parent / "vng")
-    config_args = [a for item in CONFIG_ITEMS for a in ("--configitem", item)]
+    config_args = [a for item in items for a in ("--configitem", item)]
     _run([vng, "--kconfig", *config_args], tree, log)
     # Set again with scripts/config: items inside a choice (debug info) need it.
     set_args = [
         a
-        for item in CONFIG_ITEMS
+        for item in items
         for a in (("--disable", item[7:-2]) if item.endswith("=n") else ("--enable", item[7:-2]))
     ]
     _run(["scripts/config", *set_args], tree, log)
     _run(["make", "olddefconfig"], tree, log)
-    _check_config(tree / ".config")
+    _check_config(tree / ".config", items)
     _run(["make", f"-j{jobs}", "bzImage", "modules"], tree, log)
     return tree
 
@@ -237,29 +244,40 @@ def _check_config(config: Path, items: tuple[str, ...] = CONFIG_ITEMS) -> None:
 
 
 def custom_kernel(
-    cache: Path, *, build: bool = True, jobs: int | None = None, arch: str = "x86_64"
+    cache: Path,
+    *,
+    build: bool = True,
+    jobs: int | None = None,
+    arch: str = "x86_64",
+    debug: bool = False,
 ) -> GuestKernel:
-    """The cached test kernel, built first if missing (about 15 minutes on 2 cores)."""
+    """The cached test kernel, built first if missing (about 15 minutes on 2 cores);
+    `debug`: the x86 one with DEBUG_ITEMS (about 16)."""
     arch = normalize_arch(arch)
-    key = cache_key(arch)
+    config_items(arch, debug)  # refuses a debug arm64 kernel
+    key = cache_key(arch, debug)
     parent = cache / "kernels" / key
     tree = parent / "linux-source-6.12"
     if not (parent / BUILT_MARK).exists():
         if not build:
-            hint = "make kernel" if arch == "x86_64" else f"make kernel ARCH={arch}"
+            hint = (
+                "make kernel"
+                + (f" ARCH={arch}" if arch != "x86_64" else "")
+                + (" DEBUG=1" if debug else "")
+            )
             raise VmError(f"the custom kernel is not built yet ({parent}): run `{hint}`")
         parent.mkdir(parents=True, exist_ok=True)
         with (parent / ".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (parent / BUILT_MARK).exists():
                 print(f"pagebuf-vm: building the custom kernel in {parent}", file=sys.stderr)
-                _build(parent, jobs or (os.cpu_count() or 1) + 1, arch)
+                _build(parent, jobs or (os.cpu_count() or 1) + 1, arch, debug)
                 (parent / BUILT_MARK).write_text(key + "\n")
     kernel = tree_kernel(tree)
     if kernel.arch != arch:
         raise VmError(f"{tree} holds an {kernel.arch} kernel, not an {arch} one")
     return GuestKernel(
-        name="custom",
+        name="debug" if debug else "custom",
         image=kernel.image,
         kdir=kernel.kdir,
         release=kernel.release,
@@ -274,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m pagebuf.vm.kbuild", description=main.__doc__)
     parser.add_argument("--arch", default="x86_64", help="x86_64 (the default) or arm64")
+    parser.add_argument("--debug", action="store_true", help="the x86 debug kernel")
     args = parser.parse_args(argv)
     try:
-        kernel = custom_kernel(cache_root(), arch=args.arch)
+        kernel = custom_kernel(cache_root(), arch=args.arch, debug=args.debug)
     except VmError as exc:
         print(f"pagebuf-vm: {exc}", file=sys.stderr)
         return 125

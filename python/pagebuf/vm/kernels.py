@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -87,6 +88,37 @@ def tree_kernel(tree: Path) -> GuestKernel:
     return GuestKernel(name=tree.name, image=image, kdir=tree, release=release, arch=arch)
 
 
+# The x86 test kernel booted otherwise: why it is x86 only, and its command line made
+# from the test kernel's own (`nopat`, kbuild.BOOT_APPEND).
+X86_VARIANTS: dict[str, tuple[str, Callable[[tuple[str, ...]], tuple[str, ...]]]] = {
+    # PAT on: x86 then refuses to mmap RAM through /dev/mem even without STRICT_DEVMEM,
+    # which tests/vm/test_pat.py checks.
+    "custom-pat": ("PAT is an x86 feature", lambda append: tuple(a for a in append
+                                                                 if a != "nopat")),
+    # Every streaming DMA mapping bounced through swiotlb, as in a confidential guest,
+    # which tests/vm/test_swiotlb.py checks.
+    "custom-swiotlb": ("its swiotlb=force suite runs on x86",
+                       lambda append: (*append, "swiotlb=force")),
+    # The test kernel built with KASAN, kmemleak, lockdep and atomic-sleep checks
+    # (kbuild.DEBUG_ITEMS), booted as the test kernel is.
+    "debug": ("its debug options cost too much emulated on arm64", lambda append: append),
+}  # fmt: skip
+
+
+def _custom(spec: str, arch: str) -> GuestKernel:
+    """The cached test kernel (built on first use), or one of its x86 boot variants."""
+    if spec in X86_VARIANTS and arch != "x86_64":
+        raise VmError(f"KERNEL={spec} is x86 only ({X86_VARIANTS[spec][0]}): "
+                      f"use KERNEL=custom on {arch}")  # fmt: skip
+    from .kbuild import custom_kernel
+    from .paths import cache_root
+
+    kernel = custom_kernel(cache_root(), arch=arch, debug=spec == "debug")
+    if spec not in X86_VARIANTS:
+        return kernel
+    return replace(kernel, name=spec, append=X86_VARIANTS[spec][1](kernel.append))
+
+
 def resolve_kernel(spec: str, arch: str = "x86_64", *, rootfs: Path | None = None) -> GuestKernel:
     """Turn KERNEL=... into a kernel for `arch`: `debian`, `custom` or a built tree's path.
 
@@ -104,19 +136,8 @@ def resolve_kernel(spec: str, arch: str = "x86_64", *, rootfs: Path | None = Non
 
             rootfs = ensure_rootfs(cache_root())
         return debian_rootfs_kernel(rootfs, arch)
-    if spec in ("custom", "custom-pat"):
-        if spec == "custom-pat" and arch != "x86_64":
-            raise VmError(
-                "KERNEL=custom-pat is x86 only (PAT is an x86 feature): "
-                f"use KERNEL=custom on {arch}"
-            )
-        from .kbuild import custom_kernel  # builds it on first use
-        from .paths import cache_root
-
-        kernel = custom_kernel(cache_root(), arch=arch)
-        # The same kernel booted with PAT on: x86 then refuses to mmap RAM through
-        # /dev/mem even without STRICT_DEVMEM, which tests/vm/test_pat.py checks.
-        return replace(kernel, name="custom-pat", append=()) if spec == "custom-pat" else kernel
+    if spec in ("custom", *X86_VARIANTS):
+        return _custom(spec, arch)
     path = Path(spec)
     if path.is_dir():
         kernel = tree_kernel(path)
@@ -126,6 +147,6 @@ def resolve_kernel(spec: str, arch: str = "x86_64", *, rootfs: Path | None = Non
             )
         return kernel
     raise VmError(
-        f"unknown guest kernel {spec!r}: use `debian`, `custom`, `custom-pat` or a built "
-        "kernel tree"
+        f"unknown guest kernel {spec!r}: use `debian`, `custom`, `custom-pat`, "
+        "`custom-swiotlb`, `debug` or a built kernel tree"
     )

@@ -41,6 +41,7 @@ PACKAGES = (
     "python3-numpy",
     "python3-pyudev",
     "python3-pytest",
+    "python3-hypothesis",  # tests/vm/test_fuzz.py
     # Static: virtme-ng builds the guest's initramfs around the rootfs's busybox.
     "busybox-static",
     "memtester",
