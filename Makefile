@@ -36,7 +36,7 @@ ARM64_KERNELS ?= debian custom
 VMTESTS ?= tests/vm
 # `make test-debug`: what runs on the x86 debug kernel (KASAN, kmemleak, lockdep), where a
 # Python start costs a minute: the tests of the module itself, which start none. Not yet
-# part of `make test`: that kernel's boot fails now and then under emulation.
+# part of `make test`: its build and run would add some 30 minutes to a fresh machine's.
 DEBUG_VMTESTS ?= tests/vm/test_hardening.py tests/vm/test_fuzz.py tests/vm/test_stress.py \
 	tests/vm/test_mmap.py tests/vm/test_kview.py tests/vm/test_limits.py tests/vm/test_errors.py
 CACHE := $(or $(PAGEBUF_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf)

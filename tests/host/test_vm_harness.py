@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -196,3 +197,30 @@ def test_make_test_runs_the_swiotlb_stage_after_the_pat_one() -> None:
     swiotlb = recipe.index("ARCH=x86_64 KERNEL=custom-swiotlb")
     assert pat < swiotlb < recipe.index("ARCH=arm64")
     assert "tests/vm/test_swiotlb.py" in recipe[swiotlb:].split("\n\t@")[0]
+
+
+def test_a_long_x86_script_goes_in_a_file_the_guest_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The kernel command line holds 2048 bytes: a long command travels as a file."""
+    from pagebuf.vm import runner
+
+    home = Path.home() / ".cache" / "pagebuf-test-scripts"
+    monkeypatch.setattr(runner, "_x86_script_home", lambda: home.mkdir(exist_ok=True) or home)
+    seen: list[tuple[list[str], str]] = []
+
+    def boot(argv: list[str]) -> tuple[int, int]:
+        script = Path(argv[-1].split()[-1])
+        seen.append((argv, script.read_text() if script.is_file() else ""))
+        return 0, 1
+
+    monkeypatch.setattr(runner, "_boot", boot)
+    monkeypatch.setattr(runner.Path, "exists", lambda self: True)
+    long_cmd = "python3 -m pytest " + " ".join(f"tests/vm/test_{i:02}.py" for i in range(80))
+    assert runner.run_in_vm(config(tmp_path), long_cmd) == 0
+    argv, script = seen[0]
+    assert argv[-2] == "--exec" and argv[-1].startswith(f"/bin/sh {home}/vm-")
+    assert long_cmd in script and len(" ".join(argv)) < 1500
+    assert runner.run_in_vm(config(tmp_path), "true") == 0  # a short one stays inline
+    assert seen[1][0][-1] != seen[0][0][-1] and "true" in seen[1][0][-1]
+    shutil.rmtree(home)

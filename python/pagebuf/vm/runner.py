@@ -245,8 +245,10 @@ def vng_command(cfg: VmConfig, command: str) -> list[str]:
                   file=sys.stderr)  # fmt: skip
         else:
             argv += ["--rwdir", str(cfg.cwd)]
-    if cfg.rootfs is None:
+    if cfg.rootfs is None and cfg.script_dir is None:
         argv += ["--exec", guest_script(cfg, command)]
+    elif cfg.rootfs is None:  # a long script waits in a directory the guest shares
+        argv += ["--exec", f"/bin/sh {cfg.script_dir / GUEST_SCRIPT}"]
     else:  # the script waits in cfg.script_dir (write_guest_script)
         argv += ["--exec", f"/bin/sh {SCRIPT_STAGING / GUEST_SCRIPT}"]
     return argv
@@ -260,8 +262,30 @@ def write_guest_script(cfg: VmConfig, command: str) -> Path:
     return path
 
 
+# virtme-ng hands an x86 guest its --exec script in the kernel command line, which holds
+# 2048 bytes with everything else on it: a longer script goes in a file instead.
+X86_INLINE_SCRIPT_MAX = 1000
+
+
+def _x86_script_home() -> Path | None:
+    """Where a long x86 guest script can wait: a directory the guest sees (the host's
+    root filesystem, less /tmp, which the guest has its own of), or None."""
+    from .paths import cache_root
+
+    home = cache_root() / "guest-scripts"
+    if Path("/tmp") in home.resolve().parents or not _SHARE_OK.fullmatch(str(home)):
+        return None
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
 def run_in_vm(cfg: VmConfig, command: str, *, dry_run: bool = False) -> int:
     """Boot, run, return the guest command's exit status."""
+    if cfg.rootfs is None and cfg.script_dir is None and not dry_run:
+        home = _x86_script_home()
+        if home is not None and len(guest_script(cfg, command)) > X86_INLINE_SCRIPT_MAX:
+            with tempfile.TemporaryDirectory(prefix="vm-", dir=home) as tmp:
+                return _run(replace(cfg, script_dir=Path(tmp)), command, dry_run)
     if cfg.rootfs is None or cfg.script_dir is not None:
         return _run(cfg, command, dry_run)
     if dry_run:  # show where the script would be, without making it
@@ -283,6 +307,7 @@ def _run(cfg: VmConfig, command: str, dry_run: bool) -> int:
         raise VmError("virtme-ng (vng) is not installed: run `make setup`")
     if cfg.rootfs is not None:
         prepare_rootfs(cfg)
+    if cfg.script_dir is not None:
         write_guest_script(cfg, command)
     rc, printed = _boot(argv)
     if rc == VNG_NO_STATUS and not printed:
