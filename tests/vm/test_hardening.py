@@ -428,7 +428,10 @@ def test_buffers_charged_to_the_memory_cgroup(dev: Device) -> None:
     """__GFP_ACCOUNT: a buffer counts against the allocating task's cgroup."""
     root = "/sys/fs/cgroup"
     if not os.path.exists(f"{root}/cgroup.controllers"):
-        os.makedirs(root, exist_ok=True)
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError:
+            pytest.skip("no cgroup filesystem in this kernel")
         if os.system(f"mount -t cgroup2 none {root} 2>/dev/null") != 0:
             pytest.skip("no cgroup2 here")
     if "memory" not in open(f"{root}/cgroup.controllers").read().split():
