@@ -2,8 +2,9 @@
 
 The interface other scripts rely on: the guest command's output on stdout, and make
 exits non-zero exactly when the guest command fails. Each boot costs half a minute of
-emulation, so there are three: a command that succeeds, one that fails, and a run
-whose results must land on the host, in the directory the harness was started from.
+emulation, so there are four: a command that succeeds, one that fails, one too long for
+the kernel command line, and a run whose results must land on the host, in the
+directory the harness was started from.
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ def test_make_vm_fails_exactly_when_the_guest_command_fails() -> None:
     assert proc.stdout == "after\n"
     assert "pagebuf: alloc order 99: invalid request" in proc.stderr
     assert "Error 7" in proc.stderr  # make names the guest command's own status
+
+
+def test_a_command_longer_than_the_kernel_command_line_allows_still_runs() -> None:
+    """The kernel command line holds 2048 bytes: a long command travels as a file the
+    guest reads (tests/host/test_vm_harness.py checks where the line would be cut)."""
+    word = "pagebuf-" * 90
+    proc = make_vm(f"echo {word} | wc -c")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == f"{len(word) + 1}\n"
 
 
 def test_results_land_in_the_directory_the_guest_ran_in() -> None:
