@@ -8,16 +8,18 @@ import json
 import signal
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import access, advice, cpus, doctor, errors, names, report, uapi
+from . import access, advice, cpus, doctor, errors, names, records, report, uapi
 from .device import Buffer, Device, ModuleInfo
 from .physmem import PhysMem
 from .results import ResultWriter, default_path, read_records
 
 if TYPE_CHECKING:
     from .experiment import RunParams
+
+Handler = Callable[[argparse.Namespace], int]
 
 
 def _buffer_id(text: str) -> int:
@@ -80,30 +82,37 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--device", metavar="PATH", help="device node (default: found through udev)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of")
 
     a = sub.add_parser("alloc", help="allocate 2^ORDER pages; the buffer outlives the command")
+    a.set_defaults(handler=_on_device(run_alloc))
     a.add_argument("--order", type=_order, required=True, help="log2 of the number of pages")
     a.add_argument("--dma", action="store_true", help="also dma_map_page() it, bidirectional")
     a.add_argument("--json", action="store_true", help="print one JSON object")
 
     ls = sub.add_parser("list", help="list every buffer")
+    ls.set_defaults(handler=_on_device(run_list))
     ls.add_argument("--json", action="store_true", help="print a JSON array")
 
     i = sub.add_parser("info", help="describe one buffer")
-    i.add_argument("id", type=_buffer_id)
+    i.set_defaults(handler=_on_device(run_info))
+    i.add_argument("id", type=_buffer_id, help="the buffer's id (alloc and list print it)")
     i.add_argument("--json", action="store_true", help="print one JSON object")
 
     f = sub.add_parser("free", help="free one buffer, or all of them")
+    f.set_defaults(handler=_on_device(run_free))
     which = f.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", type=_buffer_id, nargs="?")
+    which.add_argument("id", type=_buffer_id, nargs="?", help="the buffer to free")
     which.add_argument("--all", action="store_true", help="free every buffer this file may free")
 
     s = sub.add_parser("status", help="module version, limits and use")
+    s.set_defaults(handler=_on_device(run_status))
     s.add_argument("--json", action="store_true", help="print one JSON object")
 
     m = sub.add_parser("mem", help="devmem: read or write one value at a physical address")
-    msub = m.add_subparsers(dest="mem_command", required=True, metavar="read|write")
+    m.set_defaults(handler=run_mem)
+    msub = m.add_subparsers(dest="mem_command", required=True, metavar="read|write",
+                            help="read or write")  # fmt: skip
     mr = msub.add_parser("read", help="read WIDTH-bit values (busybox devmem ADDR WIDTH)")
     mr.add_argument("addr", type=_int, help="physical address")
     mr.add_argument("--count", type=_positive, default=1, help="consecutive values (default 1)")
@@ -111,25 +120,39 @@ def make_parser() -> argparse.ArgumentParser:
     mw.add_argument("addr", type=_int, help="physical address")
     mw.add_argument("value", type=_int, help="value to store")
     for mp in (mr, mw):
-        mp.add_argument("--width", type=int, choices=(8, 16, 32, 64), default=32)
+        mp.add_argument("--width", type=int, choices=(8, 16, 32, 64), default=32,
+                        help="bits per access, one load or store of exactly that (32)")  # fmt: skip
         _add_access_args(mp)
         mp.add_argument("--force", action="store_true", help="allow addresses outside buffers")
         mp.add_argument("--json", action="store_true", help="print one JSON object")
 
     fl = sub.add_parser("fill", help="write a test pattern into a buffer")
+    fl.set_defaults(handler=_on_device(run_fill))
     ve = sub.add_parser("verify", help="check a buffer against a pattern, line by line")
+    ve.set_defaults(handler=_on_device(run_verify))
     for fp in (fl, ve):
-        fp.add_argument("id", type=_buffer_id)
-        fp.add_argument("--pattern", choices=names.PATTERNS, default="tagged")
-        fp.add_argument("--seed", type=_int, default=0)
-        fp.add_argument("--generation", type=_int, default=1)
+        fp.add_argument("id", type=_buffer_id, help="the buffer")
+        fp.add_argument(
+            "--pattern",
+            choices=names.PATTERNS,
+            default="tagged",
+            help="what every word holds (tagged: its address and generation)",
+        )
+        fp.add_argument("--seed", type=_int, default=0, help="the random pattern's seed (0)")
+        fp.add_argument(
+            "--generation",
+            type=_int,
+            default=1,
+            help="which write this is; an older one's bytes read as stale (1)",
+        )
         fp.add_argument("--value", type=_int, default=0, help="the constant pattern's word")
         _add_access_args(fp, kernel=True)
     ve.add_argument("--max-reports", type=_positive, default=64, help="lines listed (64)")
     ve.add_argument("--json", action="store_true", help="print one JSON object")
 
     cv = sub.add_parser("compare-views", help="the user's view and the kernel's, side by side")
-    cv.add_argument("id", type=_buffer_id)
+    cv.set_defaults(handler=_on_device(run_compare_views))
+    cv.add_argument("id", type=_buffer_id, help="the buffer")
     _add_access_args(cv)
     cv.add_argument("--sync", action="store_true", help="dma_sync_single_for_cpu first")
     cv.add_argument("--all", action="store_true", help="list every page, not just differing")
@@ -138,33 +161,46 @@ def make_parser() -> argparse.ArgumentParser:
     for name, text in (("run", "one corruption-reproduction experiment (an arm plus controls)"),
                        ("compare", "every arm side by side, with the same seed")):  # fmt: skip
         r = sub.add_parser(name, help=text)
+        r.set_defaults(handler=_as_experiment(run_experiment))
         if name == "run":
-            r.add_argument("--mode", choices=names.MODES, default="cached")
+            r.add_argument("--mode", choices=names.MODES, default="cached",
+                           help="the arm to run, besides the controls (cached)")  # fmt: skip
             r.add_argument("--no-controls", action="store_true", help="skip positive/inject arms")
         r.add_argument("--buffers", type=_positive, default=4, help="buffers per arm (4)")
         r.add_argument("--order", type=_order, default=4, help="order of each buffer (4)")
-        r.add_argument("--seed", type=_int, default=1)
+        r.add_argument("--seed", type=_int, default=1, help="one seed for every arm (1)")
         r.add_argument("--pattern", default="tagged", help="tagged, random, walking-ones, ...")
-        r.add_argument("--via", choices=("auto", *access.VIAS), default="auto",
-                       help="uncached user path (auto: /dev/mem, else /dev/pagebuf)")  # fmt: skip
+        r.add_argument("--via", choices=access.RUN_VIAS, default="auto",
+                       help="user path (auto: /dev/mem mmap O_SYNC, else /dev/pagebuf "
+                       "uncached; devmem-rw and mmap-wb are cached)")  # fmt: skip
         r.add_argument("--duration", type=float, default=5.0, help="seconds per arm (5)")
         r.add_argument("--interval", type=float, default=1.0, help="seconds between checks (1)")
-        r.add_argument("--pressure", choices=names.PRESSURES, default="none")
+        r.add_argument(
+            "--pressure",
+            choices=names.PRESSURES,
+            default="none",
+            help="evict cache lines meanwhile: a user or a kernel thrasher (none)",
+        )
         r.add_argument("--busy-cpus", action="store_true", help="keep the other CPUs busy")
         r.add_argument("--inject-into", metavar="ARM", help="inject stale lines into this arm")
-        r.add_argument("--inject-lines", type=_positive, default=8)
+        r.add_argument("--inject-lines", type=_positive, default=8,
+                       help="how many lines the injection control makes stale (8)")  # fmt: skip
         r.add_argument("--output", help="JSON Lines file (default: timestamped, here)")
         r.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     rep = sub.add_parser("report", help="re-render a run's JSON Lines; --plot draws it")
-    rep.add_argument("file")
+    rep.set_defaults(handler=_as_experiment(run_report))
+    rep.add_argument("file", help="a run's JSON Lines (its --output)")
     rep.add_argument("--plot", metavar="OUT", help="write a plot (.svg, .png or .pdf)")
     rep.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     c = sub.add_parser("cpus", help="CPUs taken offline by single-cpu runs")
-    c.add_argument("action", choices=("restore", "status"))
+    c.set_defaults(handler=run_cpus)
+    c.add_argument("action", choices=("restore", "status"),
+                   help="restore: bring them back; status: what is offline")  # fmt: skip
 
     d = sub.add_parser("doctor", help="what this machine does with RAM behind /dev/mem")
+    d.set_defaults(handler=run_doctor)
     d.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -222,14 +258,8 @@ def run_mem(args: argparse.Namespace) -> int:
     if not args.force:
         with Device(args.device) as dev:
             access.owning_buffer(dev, args.addr, nbytes * count)
-    with access.open_region(
-        args.addr,
-        nbytes * count,
-        via=args.via,
-        cached=args.cached,
-        method=args.method,
-        device_path=args.device,
-    ) as mem:
+    mem, _taken = _open_range(args, args.addr, nbytes * count)
+    with mem:
         if args.mem_command == "write":
             mem.write(0, args.width, args.value)
             if args.json:
@@ -243,12 +273,23 @@ def run_mem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_range(args: argparse.Namespace, phys: int, size: int) -> tuple[PhysMem, str]:
+    """The window through --via and --method, and the path it really took; a fallback
+    from what was asked is said on stderr."""
+    mem, taken = access.open_region(phys, size, via=args.via, cached=args.cached,
+                                    method=args.method, device_path=args.device)  # fmt: skip
+    if taken != args.via:
+        print(f"pagebuf: {access.FALLBACK_NOTE}", file=sys.stderr)
+    return mem, taken
+
+
 def _open(args: argparse.Namespace, buf: Buffer) -> PhysMem:
-    return access.open_region(buf.phys_addr, buf.size, via=args.via, cached=args.cached,
-                              method=args.method, device_path=args.device)  # fmt: skip
+    mem, args.taken = _open_range(args, buf.phys_addr, buf.size)
+    return mem
 
 
 def _read_view(args: argparse.Namespace, dev: Device, buf: Buffer) -> bytes:
+    args.taken = args.via
     if args.via == "kernel":
         return dev.kread(buf.id, 0, buf.size)
     with _open(args, buf) as mem:
@@ -281,13 +322,16 @@ def run_verify(args: argparse.Namespace, dev: Device) -> int:
                         phys_addr=buf.phys_addr, generation=args.generation, seed=args.seed,
                         value=args.value, max_reports=args.max_reports)  # fmt: skip
     if args.json:
-        _print_json({"buffer": buf.id, "via": args.via, **res.to_dict()})
+        _print_json({"buffer": buf.id, "via": args.taken, **res.to_dict()})
     else:
         for m in res.mismatches:
             extra = f" generation {m.generation}" if m.generation is not None else ""
             extra += f" from 0x{m.source:x}" if m.source is not None else ""
             print(f"0x{m.phys_addr:016x}  {m.classification:<7}  expected {m.expected}  "
                   f"actual {m.actual}  ({m.bad_words} words{extra})")  # fmt: skip
+        if res.reports_truncated:
+            print(f"(the first {len(res.mismatches)} of {res.bad_lines} corrupted lines; "
+                  "--max-reports lists more)")  # fmt: skip
         counts = ", ".join(f"{v} {k}" for k, v in res.counts.items())
         print(f"buffer {buf.id}: {res.lines_checked} lines of {res.line_size} bytes checked, "
               f"{res.bad_lines} corrupted ({counts})")  # fmt: skip
@@ -311,10 +355,10 @@ def run_compare_views(args: argparse.Namespace, dev: Device) -> int:
                       "kernel_crc32": k, "same": u == k})  # fmt: skip
     differing = sum(not p["same"] for p in pages)
     if args.json:
-        _print_json({"buffer": buf.id, "via": args.via, "differing_pages": differing,
+        _print_json({"buffer": buf.id, "via": args.taken, "differing_pages": differing,
                      "pages": pages})  # fmt: skip
         return 0 if not differing else 1
-    print(f"{'PAGE':>5}  {'PHYS_ADDR':<18}  USER({args.via:<7})  KERNEL      SAME")
+    print(f"{'PAGE':>5}  {'PHYS_ADDR':<18}  USER({args.taken:<7})  KERNEL      SAME")
     for p in pages:
         if args.all or not p["same"]:
             print(f"{p['page']:>5}  {_hex(p['phys_addr'])}  {p['user_crc32']:08x}"
@@ -362,6 +406,17 @@ def _print_recommendation(path: str) -> None:
         print(f"\n{rec.text}")
 
 
+class Progress:
+    """A run's progress: one line on stderr, rewritten in place, cleared when an arm ends
+    (None); silent when stderr is not a terminal."""
+
+    def __call__(self, text: str | None) -> None:
+        if not sys.stderr.isatty():
+            return
+        sys.stderr.write("\r\x1b[K" + (text or ""))
+        sys.stderr.flush()
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds: CPUs come back, results stay on disk
 
@@ -376,13 +431,13 @@ def run_experiment(args: argparse.Namespace) -> int:
     writer = advice.RecommendingWriter if args.command == "compare" else ResultWriter
     with Device(args.device) as dev, writer(path) as out:
         try:
-            results = experiment.Experiment(dev, params, out, args.device).run()
+            results = experiment.Experiment(dev, params, out, args.device, Progress()).run()
         finally:
             print(f"results: {path}", file=sys.stderr)
     _print_rows(_read_rows(path), args.json)
     if not args.json:
         _print_recommendation(path)
-    return experiment.exit_code(results)
+    return records.exit_code(r.verdict for r in results)
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -397,9 +452,7 @@ def run_report(args: argparse.Namespace) -> int:
     if args.plot:
         plot(read_records(args.file), args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
-    if any(r.verdict == "broken" for r in rows):
-        return names.EXIT_BROKEN
-    return names.EXIT_CORRUPT if any(r.verdict == "corrupted" for r in rows) else 0
+    return records.exit_code(r.verdict for r in rows)
 
 
 def run_cpus(args: argparse.Namespace) -> int:
@@ -413,42 +466,53 @@ def run_cpus(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.command == "doctor":
-        return run_doctor(args)
-    if args.command in ("run", "compare", "report"):
+def _on_device(fn: Callable[[argparse.Namespace, Device], int]) -> Handler:
+    """A command that works on the open device."""
+
+    def handler(args: argparse.Namespace) -> int:
+        with Device(args.device) as dev:
+            return fn(args, dev)
+
+    return handler
+
+
+def _as_experiment(fn: Handler) -> Handler:
+    """run, compare and report: any error of theirs exits 2 (usage or environment), which
+    keeps 1 and 3 for what a run found."""
+
+    def handler(args: argparse.Namespace) -> int:
         try:
-            return run_experiment(args) if args.command != "report" else run_report(args)
+            return fn(args)
         except errors.PagebufError as exc:
-            exc.exit_code = names.EXIT_ENV  # their contract: 2 for usage/environment
+            exc.exit_code = names.EXIT_ENV
             raise
-    if args.command == "cpus":
-        return run_cpus(args)
-    if args.command == "mem":
-        return run_mem(args)
-    with Device(args.device) as dev:
-        if args.command == "fill":
-            return run_fill(args, dev)
-        if args.command == "verify":
-            return run_verify(args, dev)
-        if args.command == "compare-views":
-            return run_compare_views(args, dev)
-        if args.command == "alloc":
-            buf = dev.alloc(args.order, dma=args.dma)
-            _print_json(buf.to_dict()) if args.json else print(_describe(buf))
-        elif args.command == "list":
-            bufs = dev.buffers()
-            _print_json([b.to_dict() for b in bufs]) if args.json else print(_table(bufs))
-        elif args.command == "info":
-            buf = dev.buffer(args.id)
-            _print_json(buf.to_dict()) if args.json else print(_describe(buf))
-        elif args.command == "free":
-            if args.all:
-                print(f"freed {dev.free_all()} buffer(s)")
-            else:
-                dev.free(args.id)
-        elif args.command == "status":
-            run_status(args, dev)
+
+    return handler
+
+
+def run_alloc(args: argparse.Namespace, dev: Device) -> int:
+    buf = dev.alloc(args.order, dma=args.dma)
+    _print_json(buf.to_dict()) if args.json else print(_describe(buf))
+    return 0
+
+
+def run_list(args: argparse.Namespace, dev: Device) -> int:
+    bufs = dev.buffers()
+    _print_json([b.to_dict() for b in bufs]) if args.json else print(_table(bufs))
+    return 0
+
+
+def run_info(args: argparse.Namespace, dev: Device) -> int:
+    buf = dev.buffer(args.id)
+    _print_json(buf.to_dict()) if args.json else print(_describe(buf))
+    return 0
+
+
+def run_free(args: argparse.Namespace, dev: Device) -> int:
+    if args.all:
+        print(f"freed {dev.free_all()} buffer(s)")
+    else:
+        dev.free(args.id)
     return 0
 
 
@@ -462,22 +526,23 @@ def _status_value(info: ModuleInfo, key: str, value: Any) -> str:
     return f"{value} bytes" + (" (swiotlb bounce buffering)" if info.dma_bounce else "")
 
 
-def run_status(args: argparse.Namespace, dev: Device) -> None:
+def run_status(args: argparse.Namespace, dev: Device) -> int:
     """Version, limits, use and features; then, in words, what they rule out here."""
     info = dev.info()
     status = {**info.to_dict(), "cache_ops": doctor.cache_ops_of(dev) or "unknown"}
     if args.json:
         _print_json({**status, "notes": info.notes()})
-        return
+        return 0
     print("\n".join(f"{k:<14} {_status_value(info, k, v)}" for k, v in status.items()))
     for note in info.notes():
         print(f"note: {note}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return run(args)
+        return int(args.handler(args))
     except errors.PagebufError as exc:
         print(f"pagebuf: {exc.message}", file=sys.stderr)
         return exc.exit_code

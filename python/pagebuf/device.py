@@ -9,12 +9,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import uapi
+from . import __version__, uapi
 from .closing import Closing
 from .discovery import find_device
 from .errors import (
+    KACCESS_EINVAL,
     NO_INJECT,
     NOT_LOADED,
+    ORDER_TOO_HIGH,
+    SYNC_EINVAL,
     ModuleNotLoadedError,
     PagebufError,
     dma_too_large,
@@ -228,6 +231,30 @@ class Device(Closing):
             raise ModuleNotLoadedError(f"{NOT_LOADED} ({self.node.devnode} missing)") from None
         except OSError as exc:
             raise from_oserror(exc, f"open {self.node.devnode}") from None
+        try:
+            self.api_version = self._check_api()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_api(self) -> int:
+        """The module's interface version, refused if this library cannot speak it."""
+        try:
+            version = self.info().api_version
+        except PagebufError as exc:
+            if exc.errno != E.ENOTTY:
+                raise
+            raise ModuleNotLoadedError(
+                f"{self.node.devnode} is not a pagebuf device (it does not answer GET_INFO)",
+                E.ENOTTY,
+            ) from None
+        if version < 1:
+            raise ModuleNotLoadedError(
+                f"{self.node.devnode}: interface version {version}; pagebuf {__version__} "
+                f"speaks versions 1 to {uapi.API_VERSION} (rebuild and reload the module)",
+                E.EPROTO,
+            )
+        return version
 
     def fileno(self) -> int:
         if self._fd < 0:
@@ -240,14 +267,19 @@ class Device(Closing):
             self._fd = -1
 
     def ioctl(
-        self, request: int, arg: ctypes.Structure, what: str, eperm: str | None = None
+        self,
+        request: int,
+        arg: ctypes.Structure,
+        what: str,
+        eperm: str | None = None,
+        einval: str | None = None,
     ) -> None:
-        """Issue one ioctl on a struct in place; failures raise PagebufError. `eperm`:
-        what EPERM means for this call (by default: no CAP_SYS_RAWIO)."""
+        """Issue one ioctl on a struct in place; failures raise PagebufError. `eperm`,
+        `einval`: what those mean for this call (the errno's usual sentence otherwise)."""
         try:
             fcntl.ioctl(self.fileno(), request, arg, True)
         except OSError as exc:
-            reason = eperm if exc.errno == E.EPERM else None
+            reason = {E.EPERM: eperm, E.EINVAL: einval}.get(exc.errno or 0)
             raise from_oserror(exc, what, reason) from None
 
     def info(self) -> ModuleInfo:
@@ -262,7 +294,7 @@ class Device(Closing):
         flags = (uapi.BUF_DMA if dma else 0) | (uapi.BUF_FILE_OWNED if file_owned else 0)
         s = uapi.PagebufBuffer(order=order, flags=flags)
         try:
-            self.ioctl(uapi.IOC_ALLOC, s, what)
+            self.ioctl(uapi.IOC_ALLOC, s, what, einval=ORDER_TOO_HIGH)
         except PagebufError as exc:
             if exc.errno != E.E2BIG:
                 raise
@@ -305,7 +337,8 @@ class Device(Closing):
     def set_caching(self, mode: int) -> None:
         """Caching attribute of this file's later mmap()s (uapi.CACHING_*)."""
         s = uapi.PagebufCaching(mode=mode)
-        self.ioctl(uapi.IOC_SET_CACHING, s, f"set caching mode {mode}")
+        self.ioctl(uapi.IOC_SET_CACHING, s, f"set caching mode {mode}",
+                   einval="no such caching mode")  # fmt: skip
 
     def kread(self, buf_id: int, offset: int, length: int) -> bytes:
         """Read through the kernel's own cached linear mapping of the buffer."""
@@ -353,7 +386,8 @@ class Device(Closing):
         """dma_sync_single_range_for_cpu/_for_device (uapi.SYNC_*) on a DMA-mapped buffer."""
         self._check_id(buf_id)
         s = uapi.PagebufSync(id=buf_id, direction=direction, offset=offset, length=length)
-        self.ioctl(uapi.IOC_SYNC, s, f"sync buffer {buf_id}", foreign_buffer(buf_id))
+        self.ioctl(uapi.IOC_SYNC, s, f"sync buffer {buf_id}", foreign_buffer(buf_id),
+                   SYNC_EINVAL)  # fmt: skip
 
     def _kaccess(
         self,
@@ -368,7 +402,7 @@ class Device(Closing):
         self._check_id(buf_id)
         s = uapi.PagebufKaccess(id=buf_id, flags=flags, offset=offset, length=length, data=data)
         where = f"{verb} buffer {buf_id} [{offset:#x}+{length:#x}]"
-        self.ioctl(request, s, where, foreign_buffer(buf_id))
+        self.ioctl(request, s, where, foreign_buffer(buf_id), KACCESS_EINVAL)
         return s
 
     @staticmethod

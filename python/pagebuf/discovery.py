@@ -18,12 +18,6 @@ class DeviceNode:
     devnode: Path
     sys_path: Path | None
 
-    def attribute(self, name: str) -> str:
-        """A sysfs attribute of the device, e.g. `max_order`, as text."""
-        if self.sys_path is None:
-            raise ModuleNotLoadedError(f"{NOT_LOADED} (no sysfs node for {self.devnode})")
-        return (self.sys_path / name).read_text().strip()
-
 
 def find_device(path: str | os.PathLike[str] | None = None) -> DeviceNode:
     """An explicit path (or $PAGEBUF_DEVICE) wins; otherwise ask udev for misc/pagebuf."""

@@ -59,6 +59,9 @@ PAT_ALIAS = (
     "x86 PAT: load pagebuf with x86_pat_alias=1 to map RAM uncached, write-combining or "
     "as device memory (it taints the kernel), or map it write-back (--via mmap-wb)"
 )
+ORDER_TOO_HIGH = "order above the module's max_order (see `pagebuf status`), or bad flags"
+SYNC_EINVAL = "not a DMA-mapped buffer (alloc --dma), or a direction or range outside it"
+KACCESS_EINVAL = "range outside the buffer, or flags this call does not take"
 DMA_BOUNCED = (
     "DMA is bounced through swiotlb here: a device would write the bounce buffer at "
     "dma_addr, not these pages; sync_for_cpu would copy it over the user's writes"
@@ -81,7 +84,7 @@ _REASONS = {
     E.ENOENT: "no such buffer",
     E.ENOMEM: "out of memory or over the module's max_bytes limit (see `pagebuf status`)",
     E.E2BIG: "above the largest DMA mapping here (see dma_max_size in `pagebuf status`)",
-    E.EINVAL: "invalid request (order above max_order, or bad flags/fields)",
+    E.EINVAL: "invalid request (a flag, field or range the module refuses)",
     E.ENOTTY: "the loaded module does not know this request (version mismatch?)",
 }
 

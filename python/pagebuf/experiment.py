@@ -19,21 +19,19 @@ Every check of every buffer is one JSON Lines record, written as it is measured.
 
 from __future__ import annotations
 
-import ctypes
 import errno as E
 import os
 import random
-import signal
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from . import __version__, access, cpus, doctor, patterns, uapi
+from . import __version__, access, cpus, doctor, patterns, pressure, records, uapi
 from .device import Buffer, Device
 from .errors import DMA_BOUNCED, PagebufError
-from .names import CONTROLS, EXIT_BROKEN, EXIT_CLEAN, EXIT_CORRUPT, MODES
+from .names import CONTROLS, MODES
 from .physmem import PhysMem, PhysMemError
 from .results import ResultWriter
 from .verify import VerifyResult, cache_line_size, verify
@@ -64,23 +62,38 @@ class ArmResult:
     note: str = ""
     corrupted: set[tuple[int, int]] = field(default_factory=set)
     injected: set[tuple[int, int]] = field(default_factory=set)
+    access: dict[str, Any] | None = None  # the user path it really took
 
 
-class Progress:
-    """One line on stderr, rewritten in place; silent when stderr is not a terminal."""
+@dataclass(frozen=True)
+class Arm:
+    """What an arm does around the user's write, as data: the cache maintenance of the
+    kernel's alias before the write, after it and before each check, and what it needs."""
 
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
+    dma: bool = False  # its buffers are mapped for DMA (dma_map_page, bidirectional)
+    before_write: str | None = None  # "sync-for-device" or "flush"
+    after_write: str | None = None  # "clean": the kernel's stale lines over the user's data
+    before_check: str | None = None  # "sync-for-cpu"
+    single_cpu: bool = False  # the other CPUs offline while it runs
+    needs_flush: bool = False  # KFLUSH must work here (cache_ops not none)
+    control: str | None = None  # "positive" or "inject": a control, not a mitigation
 
-    def show(self, text: str) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K" + text)
-            sys.stderr.flush()
 
-    def done(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+ARMS = {
+    "cached": Arm(),
+    "dma": Arm(dma=True, before_write="sync-for-device", before_check="sync-for-cpu"),
+    "single-cpu": Arm(single_cpu=True),
+    "flush": Arm(before_write="flush", needs_flush=True),
+    "positive": Arm(after_write="clean", needs_flush=True, control="positive"),
+    "inject": Arm(control="inject"),
+}
+assert set(ARMS) == set(MODES + CONTROLS)
+
+Progress = Callable[[str | None], None]  # a line of progress; None when an arm ends
+
+
+def _no_progress(text: str | None) -> None:
+    return None
 
 
 def _pattern_bytes(params: RunParams, buf: Buffer, generation: int) -> bytes:
@@ -92,18 +105,23 @@ def _pattern_bytes(params: RunParams, buf: Buffer, generation: int) -> bytes:
 
 def open_user_path(buf: Buffer, via: str, device_path: str | None,
                    dev: Device | None = None) -> tuple[PhysMem, str]:  # fmt: skip
-    """The uncached user path to a buffer; `auto` takes /dev/mem, else the module's. `dev`:
+    """The user path to a buffer and the name of the one taken: `auto` is /dev/mem, else
+    the module's uncached mmap; a cached path only by name (`devmem-rw`, `mmap-wb`). `dev`:
     the open file that allocated the buffer, the only one a file-owned buffer maps through."""
-    if via == "auto":
+    if via not in access.RUN_VIAS:
+        raise PagebufError(f"unknown user path {via!r}: one of {', '.join(access.RUN_VIAS)}",
+                           E.EINVAL)  # fmt: skip
+    if via in ("auto", "devmem"):
         try:
-            mem = access.open_region(buf.phys_addr, buf.size, via="devmem", method="mmap")
-            return mem, "devmem"
+            return access.open_region(buf.phys_addr, buf.size, via="devmem", method="mmap")
         except PhysMemError as exc:
-            if exc.errno not in (E.EPERM, E.EINVAL, E.ENOENT, E.EACCES):
+            if via == "devmem" and exc.errno == E.EINVAL:
+                raise PagebufError(access.DEVMEM_PAT, E.EINVAL) from None
+            if via == "devmem" or exc.errno not in (E.EPERM, E.EINVAL, E.ENOENT, E.EACCES):
                 raise
         via = "mmap-uc"
     return access.open_region(buf.phys_addr, buf.size, via=via, device_path=device_path,
-                              device=dev), via  # fmt: skip
+                              device=dev)  # fmt: skip
 
 
 def _inject_targets(params: RunParams, bufs: list[Buffer], line: int) -> list[tuple[Buffer, int]]:
@@ -112,104 +130,14 @@ def _inject_targets(params: RunParams, bufs: list[Buffer], line: int) -> list[tu
     return rng.sample(slots, min(params.inject_lines, len(slots)))
 
 
-class Helpers:
-    """The child processes of a run: cache thrashers and busy-CPU spinners."""
-
-    def __init__(self) -> None:
-        self.children: list[tuple[int, str]] = []
-
-    @property
-    def pids(self) -> list[int]:
-        return [pid for pid, _ in self.children]
-
-    def check(self) -> None:
-        """Fail the run if a helper has stopped: it would lack the pressure it asked for."""
-        for pid, what in list(self.children):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                self.children.remove((pid, what))
-                raise PagebufError(f"the {what} stopped early (wait status {status:#x}); "
-                                   "the run would not have the pressure it asked for")  # fmt: skip
-
-
-@contextmanager
-def _pressure(kind: str, device_path: str | None, busy: bool) -> Iterator[Helpers]:
-    """Cache pressure (a thrasher) and busy CPUs, as child processes killed on exit.
-
-    Each child dies with the tool (PR_SET_PDEATHSIG), so a kill -9 of the tool leaves
-    nothing spinning and no child holding /dev/pagebuf open (which would keep the
-    run's file-owned buffers alive). The caller checks them as it goes.
-    """
-    helpers = Helpers()
-    try:
-        if kind != "none":
-            pid = _spawn(lambda: _thrash(kind, device_path))
-            helpers.children.append((pid, f"{kind} thrasher"))
-        if busy:
-            for _ in range(max((os.cpu_count() or 1) - 1, 0)):
-                helpers.children.append((_spawn(_spin), "busy-CPU spinner"))
-        yield helpers
-        helpers.check()
-    finally:
-        for pid in helpers.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                        ctypes.c_ulong)  # fmt: skip
-_libc.prctl.restype = ctypes.c_int
-
-
-def _spawn(body: Callable[[], None]) -> int:
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into the caller's stack
-        code = 0
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(0)
-            body()
-        except BaseException as exc:  # reported, then the child ends
-            print(f"pagebuf: pressure child: {exc}", file=sys.stderr)
-            code = 1
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _spin() -> None:
-    while True:
-        pass
-
-
-def _thrash(kind: str, device_path: str | None) -> None:
-    """Touch far more memory than any cache holds, so dirty lines get evicted."""
-    if kind == "kernel":
-        # Its own open file: the scratch buffer is freed when this child dies.
-        with Device(device_path) as dev:
-            scratch = dev.alloc(min(dev.info().max_order, 10), file_owned=True)
-            data = os.urandom(scratch.size)
-            while True:
-                dev.kwrite(scratch.id, 0, data)
-    block = bytearray(64 << 20)
-    while True:
-        for off in range(0, len(block), 4096):
-            block[off] = (block[off] + 1) & 0xFF
+# Bad lines a check record lists; its counts are exact whatever the list holds.
+MAX_LISTED = 4096
 
 
 def _check(mem: PhysMem, buf: Buffer, p: RunParams, gen: int, line: int) -> VerifyResult:
     """Verify one buffer through the user path: the mapping itself, or a read()."""
     spec = {"pattern": p.pattern, "phys_addr": buf.phys_addr, "generation": gen,
-            "seed": p.seed + buf.id, "line_size": line}  # fmt: skip
+            "seed": p.seed + buf.id, "line_size": line, "max_reports": MAX_LISTED}  # fmt: skip
     if mem.method == "mmap":
         with mem.view() as view:
             return verify(view, **spec)
@@ -219,8 +147,14 @@ def _check(mem: PhysMem, buf: Buffer, p: RunParams, gen: int, line: int) -> Veri
 class Experiment:
     """Runs arms one after another with the same seed, streaming records to `out`."""
 
-    def __init__(self, dev: Device, params: RunParams, out: ResultWriter,
-                 device_path: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dev: Device,
+        params: RunParams,
+        out: ResultWriter,
+        device_path: str | None = None,
+        progress: Progress = _no_progress,
+    ) -> None:
         self.dev = dev
         self.params = params
         self.out = out
@@ -228,7 +162,7 @@ class Experiment:
         self.line = cache_line_size()
         self.info = dev.info()
         self.report = doctor.diagnose(lambda: Device(device_path))
-        self.progress = Progress()
+        self.progress = progress
 
     def header(self) -> None:
         self.out.write({
@@ -251,14 +185,16 @@ class Experiment:
             results.append(result)
             self.out.write({"type": "arm_summary", "arm": arm, "verdict": result.verdict,
                             "note": result.note, "corrupted_lines": len(result.corrupted),
-                            "injected_lines": len(result.injected)})  # fmt: skip
-        code = exit_code(results)
+                            "injected_lines": len(result.injected),
+                            "access": result.access})  # fmt: skip
+        code = records.exit_code(r.verdict for r in results)
         self.out.write({"type": "summary", "exit_code": code,
                         "verdicts": {r.arm: r.verdict for r in results}})  # fmt: skip
         return results
 
     def _skip_reason(self, arm: str) -> str | None:
-        if arm == "dma":
+        spec = ARMS[arm]
+        if spec.dma:
             # Bounced: the syncs copy between the pages and a bounce slot, and the copy
             # back would revert the user's uncached write (false corruption).
             if self.info.dma_bounce:
@@ -266,12 +202,12 @@ class Experiment:
             too_large = self.info.dma_refusal(self.params.order)
             if too_large:
                 return f"cannot map these buffers for DMA: {too_large}"
-        if arm in ("flush", "positive") and not self.info.can_flush:
+        if spec.needs_flush and not self.info.can_flush:
             return (
                 "this kernel gives the module no cache clean or flush (KFLUSH unsupported; "
                 "/sys/class/misc/pagebuf/cache_ops says none)"
             )
-        injecting = arm == "inject" or self.params.inject_into == arm
+        injecting = spec.control == "inject" or self.params.inject_into == arm
         if injecting and not self.info.can_inject:
             why = (
                 "the module was not loaded with inject=1"
@@ -286,12 +222,12 @@ class Experiment:
         if reason:
             return ArmResult(arm, "skipped", reason)
         with ExitStack() as stack:
-            if arm == "single-cpu":
+            if ARMS[arm].single_cpu:
                 stack.enter_context(cpus.single_cpu(keep=0))
             bufs: list[Buffer] = []
             try:
                 for _ in range(self.params.buffers):
-                    bufs.append(self.dev.alloc(self.params.order, dma=arm == "dma",
+                    bufs.append(self.dev.alloc(self.params.order, dma=ARMS[arm].dma,
                                                file_owned=True))  # fmt: skip
                 if any(b.bounced for b in bufs):  # bounced without FEAT_DMA_BOUNCE
                     return ArmResult(arm, "skipped", DMA_BOUNCED)
@@ -300,25 +236,40 @@ class Experiment:
                 for b in bufs:
                     self.dev.free(b.id)
 
+    def _maintain(self, action: str | None, buf: Buffer) -> None:
+        """One of an arm's cache-maintenance steps on the kernel's alias of `buf`."""
+        if action == "sync-for-device":
+            self.dev.sync(buf.id, uapi.SYNC_FOR_DEVICE)
+        elif action == "sync-for-cpu":
+            self.dev.sync(buf.id, uapi.SYNC_FOR_CPU)
+        elif action == "flush":
+            self.dev.kflush(buf.id)
+        elif action == "clean":  # the kernel's stale dirty lines cleaned to memory
+            self.dev.kflush(buf.id, clean_only=True)
+        elif action is not None:
+            raise AssertionError(f"unknown cache maintenance {action!r}")
+
     def _run_arm(self, arm: str, bufs: list[Buffer], stack: ExitStack) -> ArmResult:
-        p = self.params
-        mems = []
+        p, spec = self.params, ARMS[arm]
+        mems, taken = [], set()
         for b in bufs:
             mem, via = open_user_path(b, p.via, self.device_path, self.dev)
             mems.append(stack.enter_context(mem))
+            taken.add(via)
+        used = access.describe_path(taken.pop()) if len(taken) == 1 else None
+        if used is None:  # auto found /dev/mem for some buffers and not others
+            paths = ", ".join(sorted(taken))
+            raise PagebufError(f"--via {p.via} took different paths for one arm's buffers "
+                               f"({paths}): name one with --via", E.EINVAL)  # fmt: skip
+        self.out.write({"type": "access", "arm": arm, **used})
         gen = 2
         for b, mem in zip(bufs, mems):
             self.dev.kwrite(b.id, 0, _pattern_bytes(p, b, gen - 1))  # prime: dirty alias
-            if arm == "dma":
-                self.dev.sync(b.id, uapi.SYNC_FOR_DEVICE)
-            elif arm == "flush":
-                self.dev.kflush(b.id)
+            self._maintain(spec.before_write, b)
             mem.write_bytes(0, _pattern_bytes(p, b, gen))  # the user's uncached write
-            if arm == "positive":
-                # The kernel's stale dirty lines cleaned over the user's data.
-                self.dev.kflush(b.id, clean_only=True)
+            self._maintain(spec.after_write, b)
         injected: set[tuple[int, int]] = set()
-        if arm == "inject" or p.inject_into == arm:
+        if spec.control == "inject" or p.inject_into == arm:
             for b, off in _inject_targets(p, bufs, self.line):
                 stale = _pattern_bytes(p, b, gen - 1)[off : off + self.line]
                 self.dev.inject(b.id, off, stale)
@@ -327,18 +278,20 @@ class Experiment:
                             "lines": sorted([list(x) for x in injected])})  # fmt: skip
 
         corrupted: set[tuple[int, int]] = set()
-        busy = p.busy_cpus and arm != "single-cpu"
-        with _pressure(p.pressure, self.device_path, busy) as helpers:
+        busy = p.busy_cpus and not spec.single_cpu
+        with pressure.pressure(p.pressure, self.device_path, busy) as helpers:
             try:
-                misclassified = self._check_loop(arm, bufs, mems, gen, injected, corrupted,
-                                                 helpers)  # fmt: skip
+                misclassified = self._check_loop(arm, bufs, mems, used["via"], gen, injected,
+                                                 corrupted, helpers)  # fmt: skip
             finally:
-                self.progress.done()
-        return self._verdict(arm, corrupted, injected, misclassified)
+                self.progress(None)
+        result = self._verdict(arm, corrupted, injected, misclassified)
+        result.access = used
+        return result
 
-    def _check_loop(self, arm: str, bufs: list[Buffer], mems: list[PhysMem], gen: int,
-                    injected: set[tuple[int, int]], corrupted: set[tuple[int, int]],
-                    helpers: Helpers) -> int:  # fmt: skip
+    def _check_loop(self, arm: str, bufs: list[Buffer], mems: list[PhysMem], via: str,
+                    gen: int, injected: set[tuple[int, int]], corrupted: set[tuple[int, int]],
+                    helpers: pressure.Helpers) -> int:  # fmt: skip
         """Verify every buffer every interval for the duration, recording each check into
         `corrupted`; return how many injected lines were classified other than stale."""
         p = self.params
@@ -348,25 +301,24 @@ class Experiment:
             helpers.check()
             t = time.monotonic() - start
             for b, mem in zip(bufs, mems):
-                if arm == "dma":
-                    self.dev.sync(b.id, uapi.SYNC_FOR_CPU)
+                self._maintain(ARMS[arm].before_check, b)
                 t0 = time.perf_counter()
                 res = _check(mem, b, p, gen, self.line)
                 secs = time.perf_counter() - t0
-                bad = [(m.phys_addr - b.phys_addr, m.classification) for m in res.mismatches]
-                for off, cls in bad:
+                for off, cls in res.corrupted():  # every bad line, listed or not
                     corrupted.add((b.id, off))
                     if (b.id, off) in injected and cls != "stale":
                         misclassified += 1
+                listed = [[m.phys_addr - b.phys_addr, m.classification] for m in res.mismatches]
                 self.out.write({
-                    "type": "check", "arm": arm, "t": round(t, 3), "buffer": b.id,
-                    "phys_addr": b.phys_addr, "generation": gen,
-                    "lines_checked": res.lines_checked, "bad_lines": len(bad),
-                    **{c: res.counts.get(c, 0) for c in ("stale", "foreign", "random")},
+                    "type": records.CHECK, "arm": arm, "t": round(t, 3), "buffer": b.id,
+                    "phys_addr": b.phys_addr, "generation": gen, "via": via,
+                    "lines_checked": res.lines_checked, "bad_lines": res.bad_lines,
+                    **{c: res.counts.get(c, 0) for c in records.CLASSES},
                     "bytes": b.size, "seconds": round(secs, 6),
-                    "bad": [[off, cls] for off, cls in bad],
+                    "bad": listed, "listed": len(listed), "bad_truncated": res.reports_truncated,
                 })  # fmt: skip
-            self.progress.show(f"[{arm}] {t:5.1f}/{p.duration:.1f}s  "
+            self.progress(f"[{arm}] {t:5.1f}/{p.duration:.1f}s  "
                                f"corrupted lines: {len(corrupted)}")  # fmt: skip
             if t >= p.duration:
                 return misclassified
@@ -377,14 +329,19 @@ class Experiment:
         result = ArmResult(arm, "clean", corrupted=corrupted, injected=injected)
         if injected:
             missed, extra = injected - corrupted, corrupted - injected
-            if missed or extra or misclassified:
+            if missed or misclassified:
                 result.verdict = "broken"
                 result.note = (f"injection not detected exactly: {len(missed)} missed, "
-                               f"{len(extra)} extra, {misclassified} misclassified")  # fmt: skip
+                               f"{misclassified} not read as stale, {len(extra)} other lines "
+                               "corrupted")  # fmt: skip
+            elif extra:  # the detector found every injected line; the rest is real
+                result.verdict = "corrupted"
+                result.note = (f"all {len(injected)} injected lines found as stale, and "
+                               f"{len(extra)} lines that were not injected corrupted")  # fmt: skip
             else:
                 result.verdict = "injected-detected"
                 result.note = f"all {len(injected)} injected lines found, nothing else"
-        elif arm == "positive":
+        elif ARMS[arm].control == "positive":
             result.verdict = "fired" if corrupted else "did-not-fire"
             if not corrupted:
                 result.note = "positive control did not fire: " + self._why_coherent()
@@ -398,14 +355,6 @@ class Experiment:
             if f is not None and f.verdict in ("warn", "ok"):
                 return f"expected here ({name}: {f.detail}); this does not show the platform safe"
         return "this platform kept the aliases coherent in this run; that does not prove it safe"
-
-
-def exit_code(results: list[ArmResult]) -> int:
-    if any(r.verdict == "broken" for r in results):
-        return EXIT_BROKEN
-    if any(r.verdict == "corrupted" for r in results):
-        return EXIT_CORRUPT
-    return EXIT_CLEAN
 
 
 def check_params(p: RunParams) -> None:

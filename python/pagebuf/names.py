@@ -7,4 +7,4 @@ PATTERNS = ("tagged", "random", "walking-ones", "constant")
 MODES = ("cached", "dma", "single-cpu", "flush")
 CONTROLS = ("positive", "inject")
 PRESSURES = ("none", "user", "kernel")
-EXIT_CLEAN, EXIT_CORRUPT, EXIT_ENV, EXIT_BROKEN = 0, 1, 2, 3
+EXIT_ENV = 2  # run, compare, report: a usage or environment error (records.exit_code: 0, 1, 3)

@@ -182,29 +182,64 @@ class PhysMem(Closing):
             arr = self._arrays[width] = (WIDTHS[width] * n).from_buffer(self._map)
         return arr
 
+    # The width accessors below take a fast path once the mapping's array of that width
+    # exists and the access is inside the window and aligned; anything else (the first
+    # access, method "rw", an error to raise) goes through read() and write().
+
     def read8(self, offset: int) -> int:
-        return self.read(offset, 8)
+        arr = self._arrays.get(8)
+        if arr is None or not 0 <= offset < self.size:
+            return self.read(offset, 8)
+        return arr[self._skip + offset]
 
     def read16(self, offset: int) -> int:
-        return self.read(offset, 16)
+        arr = self._arrays.get(16)
+        if arr is None or not 0 <= offset <= self.size - 2 or (self.phys_addr + offset) & 1:
+            return self.read(offset, 16)
+        return arr[(self._skip + offset) >> 1]
 
     def read32(self, offset: int) -> int:
-        return self.read(offset, 32)
+        arr = self._arrays.get(32)
+        if arr is None or not 0 <= offset <= self.size - 4 or (self.phys_addr + offset) & 3:
+            return self.read(offset, 32)
+        return arr[(self._skip + offset) >> 2]
 
     def read64(self, offset: int) -> int:
-        return self.read(offset, 64)
+        arr = self._arrays.get(64)
+        if arr is None or not 0 <= offset <= self.size - 8 or (self.phys_addr + offset) & 7:
+            return self.read(offset, 64)
+        return arr[(self._skip + offset) >> 3]
 
     def write8(self, offset: int, value: int) -> None:
-        self.write(offset, 8, value)
+        arr = self._arrays.get(8)
+        if arr is None or not 0 <= offset < self.size or not 0 <= value <= 0xFF:
+            self.write(offset, 8, value)
+        else:
+            arr[self._skip + offset] = value
 
     def write16(self, offset: int, value: int) -> None:
-        self.write(offset, 16, value)
+        arr = self._arrays.get(16)
+        if (arr is None or not 0 <= offset <= self.size - 2 or (self.phys_addr + offset) & 1
+                or not 0 <= value <= 0xFFFF):  # fmt: skip
+            self.write(offset, 16, value)
+        else:
+            arr[(self._skip + offset) >> 1] = value
 
     def write32(self, offset: int, value: int) -> None:
-        self.write(offset, 32, value)
+        arr = self._arrays.get(32)
+        if (arr is None or not 0 <= offset <= self.size - 4 or (self.phys_addr + offset) & 3
+                or not 0 <= value <= 0xFFFF_FFFF):  # fmt: skip
+            self.write(offset, 32, value)
+        else:
+            arr[(self._skip + offset) >> 2] = value
 
     def write64(self, offset: int, value: int) -> None:
-        self.write(offset, 64, value)
+        arr = self._arrays.get(64)
+        if (arr is None or not 0 <= offset <= self.size - 8 or (self.phys_addr + offset) & 7
+                or not 0 <= value <= 0xFFFF_FFFF_FFFF_FFFF):  # fmt: skip
+            self.write(offset, 64, value)
+        else:
+            arr[(self._skip + offset) >> 3] = value
 
     def read_bytes(self, offset: int, length: int) -> bytes:
         self._check(offset, length)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pagebuf import cli, device
+from pagebuf import cli, device, uapi
 from pagebuf.device import Buffer, ModuleInfo
 from pagebuf.discovery import DeviceNode
 from pagebuf.results import read_records
@@ -57,6 +57,7 @@ class FakeDevice:
     """Stands in for /dev/pagebuf so output formatting can be checked on any host."""
 
     freed: list[int] = []
+    allocs: list[tuple[int, bool, bool]] = []  # (order, dma, file_owned) asked for
     sys_path: Path | None = None
 
     def __init__(self, path: object = None) -> None:
@@ -69,7 +70,9 @@ class FakeDevice:
         pass
 
     def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
-        return DMA_BUF if dma else Buffer(7, order, 0, 0x3E58000, None, 4096 << order)
+        self.allocs.append((order, dma, file_owned))
+        flags = (uapi.BUF_DMA if dma else 0) | (uapi.BUF_FILE_OWNED if file_owned else 0)
+        return Buffer(7, order, flags, 0x3E58000, 0x3E58000 if dma else None, 4096 << order)
 
     def buffers(self) -> list[Buffer]:
         return [DMA_BUF]
@@ -92,16 +95,26 @@ class FakeDevice:
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeDevice]]:
     monkeypatch.setattr(cli, "Device", FakeDevice)
     FakeDevice.freed = []
+    FakeDevice.allocs = []
     FakeDevice.sys_path = None
     yield FakeDevice
     assert device.Device is not FakeDevice
 
 
 def test_alloc_json_is_one_object(fake: type[FakeDevice], capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["alloc", "--order", "2", "--dma", "--json"]) == 0
+    """What was asked reaches the module, and the buffer it made is what is printed: a
+    module-owned buffer (a file-owned one would die when the command exits)."""
+    assert cli.main(["alloc", "--order", "3", "--dma", "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert obj["phys_addr"] == 0x3E58000 and obj["phys_addr_hex"] == "0x3e58000"
-    assert obj["dma_addr"] == 0x3E58000 and obj["size"] == 16384 and obj["pages"] == 4
+    assert (obj["order"], obj["pages"], obj["size"]) == (3, 8, 32768)
+    assert (obj["dma"], obj["dma_addr"], obj["dma_addr_hex"]) == (True, 0x3E58000, "0x3e58000")
+    assert obj["owner"] == "module" and not obj["bounced"]
+    assert cli.main(["alloc", "--order", "0", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert (obj["order"], obj["pages"], obj["size"]) == (0, 1, 4096)
+    assert (obj["dma"], obj["dma_addr"], obj["dma_addr_hex"]) == (False, None, None)
+    assert fake.allocs == [(3, True, False), (0, False, False)]
 
 
 def test_alloc_human_shows_dma_only_when_mapped(
@@ -226,7 +239,7 @@ def test_compare_prints_and_records_the_recommendation(
 
     class Engine:
         def __init__(self, dev: object, params: experiment.RunParams, out: object,
-                     device_path: object = None) -> None:  # fmt: skip
+                     device_path: object = None, progress: object = None) -> None:  # fmt: skip
             self.params, self.out = params, out
 
         def run(self) -> list[experiment.ArmResult]:

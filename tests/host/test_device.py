@@ -130,3 +130,49 @@ def test_a_read_only_file_is_told_to_open_for_writing(monkeypatch: pytest.Monkey
     dev = fake_device(monkeypatch, {uapi.IOC_ALLOC: lambda arg: E.EBADF})
     with pytest.raises(PermissionDeniedError, match="needs /dev/pagebuf opened for writing"):
         dev.alloc(0)
+
+
+@pytest.mark.parametrize(
+    ("call", "cmd", "message"),
+    [
+        (lambda d: d.alloc(12), uapi.IOC_ALLOC, "alloc order 12: order above the module's"),
+        (lambda d: d.sync(5, uapi.SYNC_FOR_CPU), uapi.IOC_SYNC,
+         "sync buffer 5: not a DMA-mapped buffer (alloc --dma)"),
+        (lambda d: d.kwrite(5, 0, b"x"), uapi.IOC_KWRITE,
+         "kwrite buffer 5 [0x0+0x1]: range outside the buffer"),
+        (lambda d: d.set_caching(9), uapi.IOC_SET_CACHING,
+         "set caching mode 9: no such caching mode"),
+    ],
+)  # fmt: skip
+def test_einval_names_what_this_call_got_wrong(
+    monkeypatch: pytest.MonkeyPatch, call: Callable[[Device], object], cmd: int, message: str
+) -> None:
+    """Not max_order for a SYNC of a buffer that was never DMA-mapped."""
+    dev = fake_device(monkeypatch, {cmd: lambda arg: E.EINVAL})
+    with pytest.raises(PagebufError) as err:
+        call(dev)
+    assert err.value.errno == E.EINVAL and err.value.message.startswith(message)
+    assert cmd == uapi.IOC_ALLOC or "max_order" not in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (lambda arg: E.ENOTTY, r"is not a pagebuf device \(it does not answer GET_INFO\)"),
+        (lambda arg: 0, "interface version 0; pagebuf"),  # a struct left zero
+    ],
+)
+def test_the_interface_version_is_checked_when_the_device_opens(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object, answer: Answer, message: str
+) -> None:
+    """Something else at the path, or a module that speaks no version this library does:
+    one clear error at open, and the file is closed again."""
+    from pagebuf.errors import ModuleNotLoadedError
+
+    closed: list[int] = []
+    monkeypatch.setattr(device.os, "open", lambda path, flags: 1234)
+    monkeypatch.setattr(device.os, "close", closed.append)
+    fake_device(monkeypatch, {uapi.IOC_GET_INFO: answer})
+    with pytest.raises(ModuleNotLoadedError, match=message):
+        Device("/dev/not-pagebuf")
+    assert closed == [1234]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pagebuf import experiment, uapi
+from pagebuf import experiment, pressure, uapi
 from pagebuf.device import Buffer, ModuleInfo
 from pagebuf.doctor import Report
 from pagebuf.experiment import Experiment, RunParams
@@ -108,16 +108,19 @@ def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     def user_path(b: Buffer, via: str, path: str | None, owner: object = None) -> Any:
         # A file-owned buffer maps only through the open file that allocated it.
         assert owner is dev, "the user path must map through the allocating file"
-        return FakeMem(dev, b), via
+        return FakeMem(dev, b), "mmap-uc" if via == "auto" else via
 
     monkeypatch.setattr(experiment, "open_user_path", user_path)
     LOG.clear()
 
-    def go(arm: str, **kw: Any) -> list[tuple[Any, ...]]:
+    def go(arm: str, progress: Any = None, **kw: Any) -> list[tuple[Any, ...]]:
         params = RunParams(**{"arms": (arm,), "buffers": 1, "order": 0, "duration": 0,
                               "interval": 1, **kw})  # fmt: skip
         with ResultWriter(tmp_path / f"{arm}.jsonl") as out:
-            result = Experiment(dev, params, out).run()[0]  # type: ignore[arg-type]
+            engine = Experiment(dev, params, out)  # type: ignore[arg-type]
+            if progress is not None:
+                engine.progress = progress
+            result = engine.run()[0]
         go.result = result  # type: ignore[attr-defined]
         return [e[0] for e in LOG]
 
@@ -161,21 +164,30 @@ def test_injection_lands_after_the_user_write_and_is_found(run: Any, tmp_path: P
     assert check["bad_lines"] == 3 and check["stale"] == 3
 
 
-def test_progress_is_drawn_on_a_terminal_only(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_is_drawn_on_a_terminal_only(
+    run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The engine reports progress to a callback; the CLI's draws it on a terminal."""
     import io
     import sys
+
+    from pagebuf.cli import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
+    seen: list[str | None] = []
+    run("cached", progress=seen.append)
+    assert seen[-1] is None and "[cached]" in str(seen[0]) and "corrupted lines: 0" in str(seen[0])
     tty, pipe = Terminal(), io.StringIO()
     monkeypatch.setattr(sys, "stderr", tty)
-    run("cached")
-    assert "[cached]" in tty.getvalue() and "corrupted lines: 0" in tty.getvalue()
-    assert tty.getvalue().endswith("\r\x1b[K")  # the line is cleared when the arm ends
+    for text in seen:
+        Progress()(text)
+    assert "[cached]" in tty.getvalue() and tty.getvalue().endswith("\r\x1b[K")  # cleared
     monkeypatch.setattr(sys, "stderr", pipe)
-    run("flush")
+    for text in seen:
+        Progress()(text)
     assert pipe.getvalue() == ""
 
 
@@ -192,10 +204,10 @@ def test_a_helper_that_stops_fails_the_run_and_the_rest_are_reaped(
     def broken_thrash(kind: str, device_path: str | None) -> None:
         raise RuntimeError("no scratch buffer")
 
-    monkeypatch.setattr(experiment, "_thrash", broken_thrash)
+    monkeypatch.setattr(pressure, "thrash", broken_thrash)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)  # two spinners
     with pytest.raises(PagebufError, match="user thrasher stopped early.*0x100"):
-        with experiment._pressure("user", None, busy=True) as helpers:
+        with pressure.pressure("user", None, busy=True) as helpers:
             pids = helpers.pids
             assert len(pids) == 3
             time.sleep(0.5)
@@ -253,3 +265,74 @@ def test_a_bounced_buffer_skips_the_dma_arm_even_without_the_feature(
     assert run("dma") == ["alloc", "free"]  # nothing written, no sync, freed
     assert run.result.verdict == "skipped"
     assert "sync_for_cpu would copy it over the user's writes" in run.result.note
+
+
+def test_records_say_the_path_each_arm_really_took(run: Any, tmp_path: Path) -> None:
+    """`auto` resolved to the module's uncached mmap: the access record, every check and
+    the arm summary say so, while the header keeps what was asked."""
+    run("cached", via="auto")
+    recs = list(read_records(tmp_path / "cached.jsonl"))
+    assert recs[0]["params"]["via"] == "auto"
+    access = [r for r in recs if r["type"] == "access"]
+    want = {"via": "mmap-uc", "path": "/dev/pagebuf", "method": "mmap", "o_sync": False,
+            "caching": "uc"}  # fmt: skip
+    assert access == [{"type": "access", "arm": "cached", **want}]
+    summary = next(r for r in recs if r["type"] == "arm_summary")
+    assert summary["access"] == want and run.result.access == want
+
+
+@pytest.mark.parametrize(
+    ("via", "errno_", "taken", "calls"),
+    [
+        # PAT refuses the mmap: `devmem` never falls back to the cached read()/write().
+        ("devmem", 22, None, [("devmem", "mmap")]),
+        ("auto", 22, "mmap-uc", [("devmem", "mmap"), ("mmap-uc", "auto")]),
+        ("devmem-rw", 0, "devmem-rw", [("devmem-rw", "auto")]),
+        ("mmap-wb", 0, "mmap-wb", [("mmap-wb", "auto")]),
+    ],
+)
+def test_a_cached_user_path_only_by_name(
+    monkeypatch: pytest.MonkeyPatch, via: str, errno_: int, taken: str | None,
+    calls: list[tuple[str, str]],
+) -> None:  # fmt: skip
+    from pagebuf.errors import PagebufError
+    from pagebuf.physmem import PhysMemError
+
+    seen: list[tuple[str, str]] = []
+
+    def open_region(
+        phys: int, size: int, *, via: str, method: str = "auto", **kw: Any
+    ) -> tuple[str, str]:
+        seen.append((via, method))
+        if errno_ and via == "devmem" and method == "mmap":
+            raise PhysMemError("mmap /dev/mem: refused (x86 PAT ...)", errno_)
+        return "mem", "devmem-rw" if method == "rw" else via
+
+    monkeypatch.setattr(experiment.access, "open_region", open_region)
+    buf = Buffer(1, 0, 0, 0x100000, None, 4096)
+    if taken is None:
+        with pytest.raises(PagebufError) as err:
+            experiment.open_user_path(buf, via, None)
+        assert err.value.errno == 22 and "\n" not in err.value.message
+        assert "--via mmap-uc" in err.value.message and "--via devmem-rw" in err.value.message
+    else:
+        assert experiment.open_user_path(buf, via, None) == ("mem", taken)
+    assert seen == calls
+
+
+def test_counts_are_exact_when_the_list_is_cut(
+    run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The user's write never lands on an order-8 buffer: all 16384 lines read stale. The
+    record counts them all, lists 4096, says the list was cut; the injected lines among
+    them are found, and the rest is real corruption, not a broken detector."""
+    monkeypatch.setattr(FakeMem, "write_bytes", lambda self, offset, data: None)
+    run("cached", order=8, inject_into="cached", inject_lines=8)
+    check = next(r for r in read_records(tmp_path / "cached.jsonl") if r["type"] == "check")
+    assert (check["bad_lines"], check["stale"], check["foreign"], check["random"]) == (
+        16384, 16384, 0, 0)  # fmt: skip
+    assert check["listed"] == len(check["bad"]) == 4096 and check["bad_truncated"] is True
+    assert check["via"] == "mmap-uc"
+    result = run.result
+    assert result.verdict == "corrupted" and len(result.corrupted) == 16384
+    assert "all 8 injected lines found as stale, and 16376 lines" in result.note

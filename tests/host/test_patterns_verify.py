@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pagebuf import patterns as P
-from pagebuf.verify import verify
+from pagebuf.verify import CHUNK, fill, verify
 
 PHYS, SIZE, GEN, SEED = 0x1234_5000, 16384, 7, 11
 
@@ -100,3 +100,137 @@ def test_max_reports_caps_the_list_not_the_counts() -> None:
     r = verify(buf, pattern="tagged", phys_addr=PHYS, generation=GEN, line_size=64, max_reports=3)
     assert r.bad_lines == SIZE // 64 == r.counts["stale"]
     assert len(r.mismatches) == 3
+
+
+def reference(pattern: str, phys_addr: int, size: int, generation: int, seed: int,
+              value: int = 0) -> np.ndarray:  # fmt: skip
+    """The patterns as first written: one whole-region numpy expression each."""
+    n = size // 8
+    if pattern == "tagged":
+        return np.uint64(P.encode_tag(generation, phys_addr)) + np.arange(n, dtype=np.uint64)
+    if pattern == "random":
+        rng = np.random.Generator(np.random.PCG64([seed & (2**63 - 1), generation & 0xFFFF]))
+        return rng.integers(0, 2**64, size=n, dtype=np.uint64, endpoint=False)
+    if pattern == "walking-ones":
+        shifts = (np.arange(n, dtype=np.uint64) + np.uint64(generation % 64)) % np.uint64(64)
+        return np.left_shift(np.uint64(1), shifts)
+    word = value or (0x5A5A5A5A5A5A5A00 | (generation & 0xFF))
+    return np.full(n, word & (2**64 - 1), dtype=np.uint64)
+
+
+# Sizes around the generator's chunk (CHUNK_WORDS words), and odd ones.
+SIZES = (0, 8, 520, 4096, P.CHUNK_WORDS * 8 - 8, P.CHUNK_WORDS * 8, 2 * P.CHUNK_WORDS * 8 + 136)
+
+
+@pytest.mark.parametrize("pattern", P.PATTERNS)
+@pytest.mark.parametrize("size", SIZES)
+def test_generator_matches_the_reference_bit_for_bit(pattern: str, size: int) -> None:
+    cases = [(PHYS, GEN, SEED, 0), (0, 0, 0, 0), (0x7FF_FFFF_F000, 65537, 2**63 + 5, 0),
+             (0x40, 63, 1, 0xDEAD_BEEF)]  # fmt: skip
+    for phys, gen, seed, value in cases:
+        want = reference(pattern, phys, size, gen, seed, value)
+        got = P.generate(pattern, phys_addr=phys, size=size, generation=gen, seed=seed, value=value)
+        assert got.dtype == np.uint64 and got.tobytes() == want.tobytes()
+        out = np.full(size // 8, 0x77, dtype=np.uint64)  # a reused buffer: all overwritten
+        assert P.generate(pattern, phys_addr=phys, size=size, generation=gen, seed=seed,
+                          value=value, out=out) is out  # fmt: skip
+        assert out.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("pattern", P.PATTERNS)
+def test_any_stretch_of_a_pattern_is_that_slice_of_it(pattern: str) -> None:
+    n = 3 * P.CHUNK_WORDS // 2
+    whole = reference(pattern, PHYS, n * 8, GEN, SEED)
+    for first, count in [(0, 1), (1, 63), (65, 64), (P.CHUNK_WORDS - 3, P.CHUNK_WORDS // 2)]:
+        out = np.empty(count, dtype=np.uint64)
+        P.fill_words(pattern, out, phys_addr=PHYS, generation=GEN, seed=SEED, first=first)
+        assert (out == whole[first : first + count]).all()
+
+
+def test_generate_refuses_an_output_that_does_not_fit() -> None:
+    from pagebuf.errors import InvalidRequestError
+
+    for out in (np.empty(7, np.uint64), np.empty(8, np.int64), np.empty(16, np.uint64)[::2]):
+        with pytest.raises(InvalidRequestError) as err:
+            P.generate("tagged", phys_addr=0, size=64, out=out)
+        assert err.value.errno == 22
+
+
+@pytest.mark.parametrize("pattern", P.PATTERNS)
+def test_fill_writes_the_pattern_in_place(pattern: str) -> None:
+    buf = bytearray(b"\xee" * (P.CHUNK_WORDS * 8 + 4096))
+    fill(buf, pattern=pattern, phys_addr=PHYS, generation=GEN, seed=SEED)
+    assert bytes(buf) == reference(pattern, PHYS, len(buf), GEN, SEED).tobytes()
+
+
+def test_a_fully_stale_buffer_counts_every_line_and_says_the_list_is_cut() -> None:
+    """An order-8 buffer (1 MiB, 16384 lines) reverted to zero: 16384 bad lines, all
+    stale, whatever the length of the list."""
+    size = 1 << 20
+    r = verify(bytes(size), pattern="tagged", phys_addr=PHYS, generation=GEN, line_size=64)
+    lines = size // 64
+    assert r.bad_lines == lines == r.counts["stale"] == sum(r.counts.values())
+    assert len(r.mismatches) == 4096 and r.reports_truncated
+    d = r.to_dict()
+    assert d["bad_lines"] == lines and d["counts"]["stale"] == lines
+    assert d["reports_listed"] == len(d["mismatches"]) == 4096 and d["reports_truncated"] is True
+    assert d["max_reports"] == 4096 and d["ok"] is False
+    every = r.corrupted()
+    assert len(every) == lines and every[-1] == (size - 64, "stale")
+    assert [off for off, _ in every] == list(range(0, size, 64))
+
+
+def test_a_list_that_holds_every_line_is_not_cut() -> None:
+    buf = region("tagged")
+    buf[64:72] = bytes(8)
+    r = check(buf, "tagged")
+    assert r.bad_lines == 1 and not r.reports_truncated and r.corrupted() == [(64, "stale")]
+    assert r.to_dict()["reports_truncated"] is False
+    clean = check(region("tagged"), "tagged").to_dict()
+    assert clean["bad_lines"] == 0 and clean["reports_listed"] == 0
+    assert clean["reports_truncated"] is False and clean["ok"] is True
+
+
+@pytest.mark.parametrize("pattern", P.PATTERNS)
+def test_counts_are_exact_across_chunks_whatever_is_listed(pattern: str) -> None:
+    """Corrupted lines on both sides of the comparison's chunk boundaries, the classes
+    summing to the bad-line count however short the list."""
+    size = 3 * CHUNK + 4096
+    cur = bytearray(P.generate(pattern, phys_addr=PHYS, size=size, generation=GEN,
+                               seed=SEED).tobytes())  # fmt: skip
+    old = P.generate(pattern, phys_addr=PHYS, size=size, generation=GEN - 5, seed=SEED).tobytes()
+    stale = [0, CHUNK - 64, CHUNK, 2 * CHUNK + 640, size - 64]
+    for off in stale:
+        cur[off : off + 64] = old[off : off + 64]
+    cur[CHUNK + 128 : CHUNK + 136] = b"\x42" * 8  # random
+    want = {off: "stale" for off in stale} | {CHUNK + 128: "random"}
+    for max_reports in (0, 2, 4096):
+        r = verify(cur, pattern=pattern, phys_addr=PHYS, generation=GEN, seed=SEED,
+                   line_size=64, max_reports=max_reports)  # fmt: skip
+        assert r.bad_lines == len(want) == sum(r.counts.values())
+        assert r.counts["stale"] == len(stale) and r.counts["random"] == 1
+        assert dict(r.corrupted()) == want
+        assert len(r.mismatches) == min(max_reports, len(want))
+        assert r.reports_truncated == (max_reports < len(want))
+        listed = [(m.phys_addr - PHYS, m.classification) for m in r.mismatches]
+        assert listed == sorted(want.items())[:max_reports]
+        assert all(m.generation == GEN - 5 for m in r.mismatches if m.classification == "stale")
+
+
+def test_a_short_last_line_is_checked() -> None:
+    """A region that is not a whole number of lines: its last, short line counts."""
+    buf = region("walking-ones")[: SIZE - 40]
+    buf[-8:] = bytes(8)
+    r = verify(buf, pattern="walking-ones", phys_addr=PHYS, generation=GEN, line_size=64)
+    assert r.lines_checked == SIZE // 64 and r.bad_lines == 1
+    assert r.corrupted() == [(SIZE - 64, "stale")]
+
+
+def test_a_line_size_that_is_not_whole_words_is_refused() -> None:
+    from pagebuf.errors import InvalidRequestError
+
+    for line in (-64, 12):
+        with pytest.raises(InvalidRequestError) as err:
+            verify(region("tagged"), pattern="tagged", phys_addr=PHYS, generation=GEN,
+                   line_size=line)  # fmt: skip
+        assert err.value.errno == 22

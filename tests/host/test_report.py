@@ -37,25 +37,83 @@ def test_summarize_counts_distinct_lines() -> None:
     assert dma.verdict == "incomplete"  # no arm summary: the run was cut off
     assert cached.throughput_mb_s == pytest.approx(8192 / 0.001 / 1e6)
     table = render_table(rows)
-    assert table.splitlines()[0].split()[:3] == ["ARM", "CHECKED", "CORRUPT"]
-    assert table.splitlines()[1].split()[:3] == ["cached", "640", "10"]
+    assert table.splitlines()[0].split()[:4] == ["ARM", "VIA", "CHECKED", "CORRUPT"]
+    assert table.splitlines()[1].split()[:4] == ["cached", "-", "640", "10"]
+
+
+def test_a_cut_list_makes_the_row_a_lower_bound_with_the_exact_count() -> None:
+    """A check that listed 2 of its 5000 bad lines: the row says >=5000, not 2."""
+    recs = [
+        {"type": "access", "arm": "cached", "via": "mmap-uc"},
+        {"type": "check", "arm": "cached", "t": 0.0, "buffer": 1, "lines_checked": 8192,
+         "bad_lines": 5000, "bad": [[0, "stale"], [64, "stale"]], "bad_truncated": True,
+         "bytes": 1 << 19, "seconds": 0.01},
+    ]  # fmt: skip
+    (row,) = summarize(recs)[1]
+    assert (row.corrupted_lines, row.exact, row.via, row.stale) == (5000, False, "mmap-uc", 2)
+    assert row.first_corruption_s == 0.0 and row.series == [(0.0, 2)]
+    assert render_table([row]).splitlines()[1].split()[:4] == [
+        "cached",
+        "mmap-uc",
+        "8192",
+        ">=5000",
+    ]
 
 
 def test_truncated_file_renders(tmp_path: Path) -> None:
+    """Killed mid-write: the header, five whole checks (t=0 and 1 of both arms, t=2 of
+    cached) and half of the sixth. Every whole record counts, the cut one does not, and
+    no arm looks finished, let alone clean."""
     path = tmp_path / "run.jsonl"
-    text = "".join(json.dumps(r) + "\n" for r in records())
-    path.write_text(text[: len(text) // 2])  # cut mid-line
+    lines = [json.dumps(r) + "\n" for r in records()]
+    assert [json.loads(line)["t"] for line in lines[1:7]] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    path.write_text("".join(lines[:6]) + lines[6][: len(lines[6]) // 2])  # cut mid-line
     _, rows = summarize(read_records(path))
-    assert rows and rows[0].arm == "cached" and rows[0].checks >= 1
+    got = [(r.arm, r.checks, r.lines_checked, r.corrupted_lines, r.stale, r.foreign,
+            r.first_corruption_s, r.verdict) for r in rows]  # fmt: skip
+    assert got == [
+        ("cached", 3, 384, 6, 3, 3, 0.0, "incomplete"),
+        ("dma", 2, 256, 0, 0, 0, None, "incomplete"),
+    ]
+
+
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
+    """What the plot hands matplotlib: the heat map's matrix and each arm's step line."""
+    from matplotlib.axes import Axes
+
+    seen: dict[str, list[object]] = {"heat": [], "steps": []}
+    imshow, step = Axes.imshow, Axes.step
+
+    def record_imshow(self: Axes, grid: object, *args: object, **kw: object) -> object:
+        seen["heat"].append([[int(v) for v in row] for row in grid])  # type: ignore[attr-defined]
+        return imshow(self, grid, *args, **kw)
+
+    def record_step(self: Axes, t: object, n: object, *args: object, **kw: object) -> object:
+        arm = str(kw.get("label")).split(":")[0]
+        seen["steps"].append((arm, list(t), list(n)))  # type: ignore[call-overload]
+        return step(self, t, n, *args, **kw)
+
+    monkeypatch.setattr(Axes, "imshow", record_imshow)
+    monkeypatch.setattr(Axes, "step", record_step)
+    return seen
 
 
 @pytest.mark.parametrize("suffix", [".svg", ".png"])
-def test_plot_is_written_and_not_trivial(tmp_path: Path, suffix: str) -> None:
+def test_plot_is_written_and_not_trivial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
     from pagebuf.plot import plot
 
+    seen = drawn(monkeypatch)
     out = plot(records(), tmp_path / f"p{suffix}")
     data = out.read_bytes()
     assert len(data) > 10_000
+    # cached: lines 64*t of page 0 and 4096+64*t of page 1, t = 0..4; dma: nothing.
+    assert seen["heat"] == [[[5, 5], [0, 0]]]
+    assert seen["steps"] == [
+        ("cached", [0.0, 1.0, 2.0, 3.0, 4.0], [2, 4, 6, 8, 10]),
+        ("dma", [0.0, 1.0, 2.0, 3.0, 4.0], [0, 0, 0, 0, 0]),
+    ]
     if suffix == ".svg":
         root = ET.fromstring(data)
         texts = "".join(root.itertext())
@@ -64,6 +122,35 @@ def test_plot_is_written_and_not_trivial(tmp_path: Path, suffix: str) -> None:
         assert "cached: 10 lines (corrupted)" in texts and "dma: 0 lines" in texts
     else:
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_heat_map_rows_span_each_arms_own_buffers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two buffers of different sizes in one arm, one in the other: each row is its own
+    arm's pages in the order it checked them, zero-padded to the widest; a line found
+    again in a later check is counted once."""
+    from pagebuf.plot import plot
+
+    def check(arm: str, t: float, buf: int, pages: int, bad: list[int]) -> dict[str, object]:
+        return {"type": "check", "arm": arm, "t": t, "buffer": buf, "bytes": 4096 * pages,
+                "lines_checked": 64 * pages, "bad_lines": len(bad),
+                "bad": [[off, "stale"] for off in bad], "seconds": 0.001}  # fmt: skip
+
+    recs = [
+        {"type": "header", "params": {}},
+        check("cached", 0.0, 3, 2, [4096 + 128]),  # buffer 3: page 1
+        check("cached", 0.0, 4, 1, [0, 64, 192]),  # buffer 4: page 0, the row's third
+        check("dma", 0.0, 5, 1, [128]),
+        check("cached", 1.0, 3, 2, [4096 + 128, 0]),  # the first line again, and page 0
+        check("cached", 1.0, 4, 1, []),
+        check("dma", 1.0, 5, 1, [128]),
+    ]
+    seen = drawn(monkeypatch)
+    plot(recs, tmp_path / "h.svg")
+    assert seen["heat"] == [[[1, 1, 3], [1, 0, 0]]]
+    assert seen["steps"] == [("cached", [0.0, 0.0, 1.0, 1.0], [1, 4, 5, 5]),
+                             ("dma", [0.0, 1.0], [1, 1])]  # fmt: skip
 
 
 def test_plot_refuses_empty_and_unknown_formats(tmp_path: Path) -> None:

@@ -47,8 +47,10 @@ def open_path(buf: Buffer, path: list[str]) -> PhysMem:
     """The library call behind `pagebuf mem ... <path>`."""
     via = path[1]
     method = path[path.index("--method") + 1] if "--method" in path else "auto"
-    return access.open_region(buf.phys_addr, buf.size, via=via, cached="--cached" in path,
-                              method=method)  # fmt: skip
+    mem, taken = access.open_region(buf.phys_addr, buf.size, via=via,
+                                    cached="--cached" in path, method=method)  # fmt: skip
+    assert taken == ("devmem-rw" if method == "rw" else via), taken  # as asked: no fallback
+    return mem
 
 
 @pytest.mark.parametrize("path", PATHS, ids=path_id)

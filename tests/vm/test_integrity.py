@@ -47,7 +47,7 @@ def expected(buf: Buffer, generation: int = 3, pattern: str = "tagged") -> bytes
 
 def user_path(buf: Buffer, via: list[str]) -> PhysMem:
     method = via[via.index("--method") + 1] if "--method" in via else "auto"
-    return access.open_region(buf.phys_addr, buf.size, via=via[1], method=method)
+    return access.open_region(buf.phys_addr, buf.size, via=via[1], method=method)[0]
 
 
 def test_user_writes_equal_the_kernel_view(dev: Device, buf: Buffer, via: list[str]) -> None:

@@ -22,7 +22,7 @@ def pagebuf(*argv: str) -> subprocess.CompletedProcess[str]:
 def mapped(buf: Buffer, via: str) -> PhysMem:
     from pagebuf.access import open_region
 
-    return open_region(buf.phys_addr, buf.size, via=via)
+    return open_region(buf.phys_addr, buf.size, via=via)[0]
 
 
 def test_a_read_only_file_is_told_to_open_for_writing(dev: Device) -> None:

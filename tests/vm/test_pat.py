@@ -18,6 +18,7 @@ import pytest
 from pagebuf import Buffer, Device
 from pagebuf.experiment import open_user_path
 from pagebuf.physmem import PhysMem, PhysMemError
+from pagebuf.results import read_records
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("PAGEBUF_KERNEL") != "custom-pat",
@@ -68,6 +69,24 @@ def test_pagebuf_explains_and_falls_back(dev: Device, buf: Buffer) -> None:
     mem, via = open_user_path(buf, "auto", None)
     with mem:
         assert via == "mmap-uc" and mem.read_bytes(0, 64) == dev.kread(buf.id, 0, 64)
+
+
+def test_an_experiment_never_falls_back_to_the_cached_devmem_path(
+    module: None, tmp_path: Path
+) -> None:
+    """read()/write() of /dev/mem copy through the kernel's cached map: a run there would
+    compare the kernel's view with itself. Asked for /dev/mem, it refuses instead."""
+    out = tmp_path / "run.jsonl"
+    args = ("--no-controls", "--buffers", "1", "--order", "0", "--duration", "0")
+    proc = pagebuf("run", "--via", "devmem", *args, "--output", str(out))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 2, proc.stderr
+    assert "x86 PAT refuses to mmap RAM" in proc.stderr and "--via devmem-rw" in proc.stderr
+    assert not [r for r in read_records(out) if r["type"] == "check"]
+    proc = pagebuf("run", "--via", "devmem-rw", *args, "--output", str(tmp_path / "rw.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    access = [r for r in read_records(tmp_path / "rw.jsonl") if r["type"] == "access"]
+    assert [(a["via"], a["method"], a["caching"][:6]) for a in access] == [
+        ("devmem-rw", "rw", "cached")]  # fmt: skip
 
 
 def test_doctor_says_which_case_this_is(module: None) -> None:

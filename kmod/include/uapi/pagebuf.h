@@ -147,8 +147,10 @@ struct pagebuf_buffer {
  * @reserved: must be zero
  *
  * A buffer owned by another open file cannot be freed (EPERM); FREE_ALL
- * frees module-owned buffers and those owned by the calling file. Once a
- * buffer is freed, FREE returns 0 even if @count cannot be written back.
+ * frees module-owned buffers and those owned by the calling file. FREE
+ * writes the struct back before it frees anything: if it cannot, it fails
+ * with EFAULT and frees nothing. Once a buffer is freed FREE returns 0, even
+ * if @count then cannot be written (another thread unmapped it meanwhile).
  */
 struct pagebuf_free {
 	__u32 id;
