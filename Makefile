@@ -34,9 +34,9 @@ SETUP_STAMP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf/setup-$(shell \
 KERNELS ?= debian custom
 ARM64_KERNELS ?= debian custom
 VMTESTS ?= tests/vm
-# `make test-debug`: what runs on the x86 debug kernel (KASAN, kmemleak, lockdep), where a
-# Python start costs a minute: the tests of the module itself, which start none. Not yet
-# part of `make test`: its build and run would add some 30 minutes to a fresh machine's.
+# What runs on the x86 debug kernel (KASAN, kmemleak, lockdep), four times slower than the
+# test kernel under emulation: the tests of the module itself, the fuzzer and the stress
+# (short in `make test`, long in `make stress`). A stage of `make test`, and `make test-debug`.
 DEBUG_VMTESTS ?= tests/vm/test_hardening.py tests/vm/test_fuzz.py tests/vm/test_stress.py \
 	tests/vm/test_mmap.py tests/vm/test_kview.py tests/vm/test_limits.py tests/vm/test_errors.py
 CACHE := $(or $(PAGEBUF_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf)
@@ -117,10 +117,12 @@ stress: $(SETUP_STAMP)
 		GUEST_PYTHON='env $(STRESS_ENV) $(GUEST_PYTHON)' \
 		VMTESTS='-s tests/vm/test_fuzz.py tests/vm/test_stress.py'
 
-# Every guest kernel the suite boots, built once and cached: the x86 and arm64 test
-# kernels and the arm64 root filesystem (which holds Debian's arm64 kernel).
+# Every guest kernel the suite boots, built once and cached: the x86 test and debug
+# kernels, the arm64 test kernel and the arm64 root filesystem (which holds Debian's arm64
+# kernel).
 kernels: $(SETUP_STAMP)
 	$(PYTHON) -m pagebuf.vm.kbuild
+	$(PYTHON) -m pagebuf.vm.kbuild --debug
 	$(PYTHON) -m pagebuf.vm.kbuild --arch arm64
 	$(PYTHON) -m pagebuf.vm.rootfs --arch arm64
 
@@ -130,7 +132,7 @@ stage = t=$$(date +%s); echo "== $(1)"; $(2) || exit 1; \
 
 # The whole suite: static checks, the kernels (built once, then cached: the host tests
 # build the module W=1 against each of them), host tests, then the in-VM suite on each
-# x86 and arm64 kernel and the x86 PAT checks.
+# x86 and arm64 kernel, the x86 PAT and bounce-buffer checks, and the debug kernel's tests.
 test:
 	@$(call stage,static checks,$(MAKE) --no-print-directory check)
 	@$(call stage,test kernels and arm64 root filesystem,$(MAKE) --no-print-directory kernels)
@@ -144,6 +146,8 @@ test:
 	@$(call stage,DMA tests and compare on the test kernel booted swiotlb=force,$(MAKE) \
 		--no-print-directory test-vm ARCH=x86_64 KERNEL=custom-swiotlb \
 		VMTESTS="tests/vm/test_swiotlb.py tests/vm/test_alloc.py")
+	@$(call stage,module tests and short fuzz and stress on the x86 debug kernel,$(MAKE) \
+		--no-print-directory test-debug)
 	@for k in $(ARM64_KERNELS); do \
 		$(call stage,in-VM suite on the arm64 $$k kernel,$(MAKE) --no-print-directory \
 			test-vm ARCH=arm64 KERNEL=$$k); \

@@ -127,9 +127,9 @@ def make_parser() -> argparse.ArgumentParser:
         mp.add_argument("--json", action="store_true", help="print one JSON object")
 
     fl = sub.add_parser("fill", help="write a test pattern into a buffer")
-    fl.set_defaults(handler=_on_device(run_fill))
+    fl.set_defaults(handler=_value_checked(_on_device(run_fill)))
     ve = sub.add_parser("verify", help="check a buffer against a pattern, line by line")
-    ve.set_defaults(handler=_on_device(run_verify))
+    ve.set_defaults(handler=_value_checked(_on_device(run_verify)))
     for fp in (fl, ve):
         fp.add_argument("id", type=_buffer_id, help="the buffer")
         fp.add_argument(
@@ -145,7 +145,12 @@ def make_parser() -> argparse.ArgumentParser:
             default=1,
             help="which write this is; an older one's bytes read as stale (1)",
         )
-        fp.add_argument("--value", type=_int, default=0, help="the constant pattern's word")
+        fp.add_argument(
+            "--value",
+            type=_int,
+            default=None,
+            help="the constant pattern's word, exactly (default: one per generation)",
+        )
         _add_access_args(fp, kernel=True)
     ve.add_argument("--max-reports", type=_positive, default=64, help="lines listed (64)")
     ve.add_argument("--json", action="store_true", help="print one JSON object")
@@ -294,6 +299,24 @@ def _read_view(args: argparse.Namespace, dev: Device, buf: Buffer) -> bytes:
         return dev.kread(buf.id, 0, buf.size)
     with _open(args, buf) as mem:
         return mem.read_bytes(0, buf.size)
+
+
+def _value_checked(fn: Handler) -> Handler:
+    """fill, verify: --value belongs to the constant pattern, where it hides stale lines,
+    which the user hears before anything is touched."""
+
+    def handler(args: argparse.Namespace) -> int:
+        if args.value is not None:
+            if args.pattern != "constant":
+                raise errors.InvalidRequestError(
+                    f"--value is the constant pattern's word, not {args.pattern}'s", errno.EINVAL
+                )
+            print("pagebuf: note: with --value every generation holds the same word, so a "
+                  "stale line reads as a fresh one; without it the word changes per "
+                  "generation", file=sys.stderr)  # fmt: skip
+        return fn(args)
+
+    return handler
 
 
 def run_fill(args: argparse.Namespace, dev: Device) -> int:

@@ -1,7 +1,9 @@
 """Test patterns as arrays of little-endian 64-bit words, built with numpy (no
 per-word Python loop).
 
-    constant      every word the same (--value, or a generation-dependent default)
+    constant      every word the same: --value exactly, else 0x5A5A5A5A5A5A5Axx with the
+                  generation's low byte (an explicit value is the same in every
+                  generation, so a stale line cannot be told from a fresh one)
     walking-ones  word i has bit (i + generation) % 64 set
     random        PCG64 seeded with (seed, generation): reproducible
     tagged        every word encodes (generation, its own physical address), so a
@@ -52,7 +54,7 @@ def generate(
     size: int,
     generation: int = 1,
     seed: int = 0,
-    value: int = 0,
+    value: int | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The expected contents of [phys_addr, phys_addr + size) for one generation:
@@ -76,7 +78,7 @@ def fill_words(
     phys_addr: int,
     generation: int,
     seed: int = 0,
-    value: int = 0,
+    value: int | None = None,
     first: int = 0,
 ) -> np.ndarray:
     """Words first .. first + out.size of the pattern of a region starting at
@@ -88,7 +90,8 @@ def fill_words(
     elif pattern == "walking-ones":
         _fill_periodic(out, _walking_ones((first + generation) % 64))
     elif pattern == "constant":
-        out.fill((value or (0x5A5A5A5A5A5A5A00 | (generation & 0xFF))) & _WORD_MASK)
+        word = (0x5A5A5A5A5A5A5A00 | (generation & 0xFF)) if value is None else value
+        out.fill(word & _WORD_MASK)
     else:
         raise InvalidRequestError(f"unknown pattern {pattern!r}: one of {', '.join(PATTERNS)}",
                                   E.EINVAL)  # fmt: skip

@@ -107,13 +107,13 @@ class _Spec:
     words: int
     generation: int
     seed: int
-    value: int
+    value: int | None
     wpl: int  # words per line
 
 
 @lru_cache(maxsize=8)
 def _expected(pattern: str, phys_addr: int, size: int, generation: int, seed: int,
-              value: int) -> np.ndarray:  # fmt: skip
+              value: int | None) -> np.ndarray:  # fmt: skip
     arr = patterns.generate(pattern, phys_addr=phys_addr, size=size, generation=generation,
                             seed=seed, value=value)  # fmt: skip
     arr.flags.writeable = False  # shared by every caller through the cache
@@ -121,7 +121,7 @@ def _expected(pattern: str, phys_addr: int, size: int, generation: int, seed: in
 
 
 def expected(pattern: str, *, phys_addr: int, size: int, generation: int, seed: int = 0,
-             value: int = 0) -> np.ndarray:  # fmt: skip
+             value: int | None = None) -> np.ndarray:  # fmt: skip
     """The expected words (read-only, cached: repeated checks do not regenerate them)."""
     return _expected(pattern, phys_addr, size, generation, seed, value)
 
@@ -139,7 +139,7 @@ def verify(
     phys_addr: int,
     generation: int,
     seed: int = 0,
-    value: int = 0,
+    value: int | None = None,
     line_size: int | None = None,
     max_reports: int = 4096,
 ) -> VerifyResult:
@@ -278,7 +278,7 @@ def fill(
     phys_addr: int,
     generation: int,
     seed: int = 0,
-    value: int = 0,
+    value: int | None = None,
 ) -> None:
     """Write the pattern into a writable buffer (a mapping), built in place a chunk at
     a time: no copy of the region's size."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
+import pytest
+
 from pagebuf import cli
 
 
@@ -47,3 +49,22 @@ def _parent_handler(path: str) -> object:
         if p_path == parent:
             return parser.get_default("handler")
     return None
+
+
+def test_value_is_the_constant_pattern_s_and_says_what_it_hides(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[object] = []
+    monkeypatch.setattr(cli, "Device", lambda path=None: opened.append(path))
+    assert cli.main(["fill", "1", "--value", "0x5"]) == 8  # tagged: no word to set
+    err = capsys.readouterr().err
+    assert err == "pagebuf: --value is the constant pattern's word, not tagged's\n"
+    assert not opened  # refused before the device was touched
+
+    def no_device(path: object = None) -> None:
+        raise cli.errors.ModuleNotLoadedError("no device here")
+
+    monkeypatch.setattr(cli, "Device", no_device)
+    assert cli.main(["verify", "1", "--pattern", "constant", "--value", "0"]) == 4
+    note, refusal = capsys.readouterr().err.splitlines()
+    assert "a stale line reads as a fresh one" in note and refusal == "pagebuf: no device here"

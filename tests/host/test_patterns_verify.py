@@ -103,8 +103,9 @@ def test_max_reports_caps_the_list_not_the_counts() -> None:
 
 
 def reference(pattern: str, phys_addr: int, size: int, generation: int, seed: int,
-              value: int = 0) -> np.ndarray:  # fmt: skip
-    """The patterns as first written: one whole-region numpy expression each."""
+              value: int | None = None) -> np.ndarray:  # fmt: skip
+    """The patterns as first written: one whole-region numpy expression each (except
+    that an explicit --value 0 is now 0, where it once meant the default)."""
     n = size // 8
     if pattern == "tagged":
         return np.uint64(P.encode_tag(generation, phys_addr)) + np.arange(n, dtype=np.uint64)
@@ -114,7 +115,7 @@ def reference(pattern: str, phys_addr: int, size: int, generation: int, seed: in
     if pattern == "walking-ones":
         shifts = (np.arange(n, dtype=np.uint64) + np.uint64(generation % 64)) % np.uint64(64)
         return np.left_shift(np.uint64(1), shifts)
-    word = value or (0x5A5A5A5A5A5A5A00 | (generation & 0xFF))
+    word = (0x5A5A5A5A5A5A5A00 | (generation & 0xFF)) if value is None else value
     return np.full(n, word & (2**64 - 1), dtype=np.uint64)
 
 
@@ -125,7 +126,7 @@ SIZES = (0, 8, 520, 4096, P.CHUNK_WORDS * 8 - 8, P.CHUNK_WORDS * 8, 2 * P.CHUNK_
 @pytest.mark.parametrize("pattern", P.PATTERNS)
 @pytest.mark.parametrize("size", SIZES)
 def test_generator_matches_the_reference_bit_for_bit(pattern: str, size: int) -> None:
-    cases = [(PHYS, GEN, SEED, 0), (0, 0, 0, 0), (0x7FF_FFFF_F000, 65537, 2**63 + 5, 0),
+    cases = [(PHYS, GEN, SEED, None), (0, 0, 0, None), (0x7FF_FFFF_F000, 65537, 2**63 + 5, 0),
              (0x40, 63, 1, 0xDEAD_BEEF)]  # fmt: skip
     for phys, gen, seed, value in cases:
         want = reference(pattern, phys, size, gen, seed, value)
@@ -234,3 +235,11 @@ def test_a_line_size_that_is_not_whole_words_is_refused() -> None:
             verify(region("tagged"), pattern="tagged", phys_addr=PHYS, generation=GEN,
                    line_size=line)  # fmt: skip
         assert err.value.errno == 22
+
+
+def test_value_0_is_the_word_0_and_the_default_changes_per_generation() -> None:
+    """--value 0 once gave 0x5A5A5A5A5A5A5A01 (0 meant "the default")."""
+    zero = P.generate("constant", phys_addr=0, size=64, generation=1, value=0)
+    assert not zero.any()
+    one, two = (P.generate("constant", phys_addr=0, size=8, generation=g)[0] for g in (1, 2))
+    assert (int(one), int(two)) == (0x5A5A5A5A5A5A5A01, 0x5A5A5A5A5A5A5A02)

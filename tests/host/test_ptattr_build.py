@@ -45,8 +45,9 @@ def test_the_test_module_is_built_per_kernel_and_arch_apart_from_pagebuf(
     custom = replace(KERNEL, kdir=tmp_path / "tree")
     arm = modbuild.build_test_module(custom, ROOT, cache, "ptattr")
     x86 = modbuild.build_test_module(replace(custom, arch="x86_64"), ROOT, cache, "ptattr")
-    assert arm == cache / "kmod/custom-arm64-ptattr/6.12.117/ptattr.ko"
-    assert x86 == cache / "kmod/custom-ptattr/6.12.117/ptattr.ko"
+    assert arm.parent.parent == cache / "kmod/custom-arm64-ptattr" and arm.name == "ptattr.ko"
+    assert x86.parent.parent == cache / "kmod/custom-ptattr" and x86.name == "ptattr.ko"
+    assert arm.parent.name.startswith("6.12.117-")
     # Its own sources only, copied as they are in the tree.
     dest = arm.parent
     assert sorted(p.name for p in dest.iterdir()) == ["Kbuild", "ptattr.c", "ptattr.ko"]
@@ -154,6 +155,8 @@ def test_ptattr_is_checkpatch_strict_clean() -> None:
 
     checkpatch = cache_root() / "checkpatch/linux-source-6.12/scripts/checkpatch.pl"
     if not checkpatch.is_file():
+        if REQUIRE:  # make test runs `make check` first
+            pytest.fail(f"no {checkpatch}: `make check` extracts it")
         pytest.skip(f"no {checkpatch}: `make check` extracts it")
     proc = subprocess.run(
         ["perl", str(checkpatch), "--no-tree", "--strict", "--quiet", "-f",

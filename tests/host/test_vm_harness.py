@@ -177,6 +177,7 @@ def test_debug_kernel_has_the_debug_items_and_its_own_key(
     assert set(kbuild.DEBUG_ITEMS) <= set(items) and set(kbuild.CONFIG_ITEMS) <= set(items)
     assert not set(kbuild.DEBUG_ITEMS) & set(kbuild.config_items("x86_64"))
     assert "CONFIG_KASAN=y" in items and "CONFIG_PROVE_LOCKING=y" in items
+    assert set(kbuild.X86_BASE_CONFIG) <= set(items)  # allnoconfig plus what q35 needs
 
 
 def test_custom_swiotlb_is_x86_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,10 +200,19 @@ def test_make_test_runs_the_swiotlb_stage_after_the_pat_one() -> None:
     assert "tests/vm/test_swiotlb.py" in recipe[swiotlb:].split("\n\t@")[0]
 
 
+def test_make_test_builds_and_boots_the_debug_kernel() -> None:
+    """The suite fails on any kernel report there (tests/vm/conftest.py), so it runs."""
+    text = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    recipe = text.split("\ntest:\n", 1)[1].split("\n\n", 1)[0]
+    kernels = text.split("\nkernels:", 1)[1].split("\n\n", 1)[0]
+    assert "pagebuf.vm.kbuild --debug" in kernels
+    assert "test-debug" in recipe and "--no-print-directory test-debug)" in recipe
+
+
 def test_a_long_x86_script_goes_in_a_file_the_guest_reads(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The kernel command line holds 2048 bytes: a long command travels as a file."""
+    """The kernel command line holds 2048 bytes: the command travels as a file."""
     from pagebuf.vm import runner
 
     home = Path.home() / ".cache" / "pagebuf-test-scripts"
@@ -221,6 +231,33 @@ def test_a_long_x86_script_goes_in_a_file_the_guest_reads(
     argv, script = seen[0]
     assert argv[-2] == "--exec" and argv[-1].startswith(f"/bin/sh {home}/vm-")
     assert long_cmd in script and len(" ".join(argv)) < 1500
-    assert runner.run_in_vm(config(tmp_path), "true") == 0  # a short one stays inline
-    assert seen[1][0][-1] != seen[0][0][-1] and "true" in seen[1][0][-1]
+    assert runner.run_in_vm(config(tmp_path), "true") == 0  # a short one too
+    assert seen[1][0][-1] != seen[0][0][-1] and "true" in seen[1][1]
     shutil.rmtree(home)
+    monkeypatch.setattr(runner, "_x86_script_home", lambda: None)  # no place to share
+    assert runner.run_in_vm(config(tmp_path), "true") == 0
+    assert "true" in seen[2][0][-1]  # inline
+
+
+@pytest.mark.skipif(
+    not (shutil.which("vng") or (Path(sys.executable).parent / "vng").exists()),
+    reason="virtme-ng is not installed: run `make setup`",
+)
+def test_the_kernel_command_line_fits_with_a_test_kernel_s_path(tmp_path: Path) -> None:
+    """What virtme-ng really puts on the line (its --dry-run), for a kernel as deep in the
+    cache as the test kernels: an inline script of the harness's own exports came within
+    30 bytes of the 2048 where the kernel cuts the line and the guest dies silently."""
+    tree = tmp_path / ("k" * 40) / "6.12-0123456789ab" / "linux-source-6.12"
+    image = tree / "arch" / "x86" / "boot" / "bzImage"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"")
+    kernel = replace(KERNEL, name="custom", image=image, kdir=tree)
+    cfg = replace(config(tmp_path), kernel=kernel, cwd=Path("/work/main"))
+
+    def line(c: VmConfig) -> str:
+        argv = vng_command(c, "python3 -m pytest " + "x" * 400)
+        out = subprocess.run([*argv, "--dry-run"], capture_output=True, text=True, check=True)
+        return out.stdout.split("-append '", 1)[1].split("'", 1)[0]
+
+    assert len(line(cfg)) > 2048  # what an inline script did
+    assert len(line(replace(cfg, script_dir=tmp_path / "s"))) < 1500  # what a file does

@@ -18,6 +18,7 @@ ones, which binfmt_misc runs through qemu-user.
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import os
 import re
 import shutil
@@ -159,6 +160,15 @@ def _build_name(kernel: GuestKernel) -> str:
     return kernel.name if kernel.arch == "x86_64" else f"{kernel.name}-{kernel.arch}"
 
 
+def _build_dir(kernel: GuestKernel, src_root: Path, cache: Path, name: str) -> Path:
+    """Where `name` is built for `kernel` from this checkout: a directory per kernel tree
+    and per checkout, so that two checkouts (a CI clone beside a working tree) never
+    overwrite each other's sources, and a rebuilt kernel of the same release (another
+    config) never reuses objects built against the old one."""
+    key = hashlib.sha256(f"{src_root.resolve()}\n{kernel.kdir.resolve()}".encode()).hexdigest()
+    return cache / "kmod" / name / f"{kernel.release}-{key[:10]}"
+
+
 def _make(kernel: GuestKernel, cache: Path, dest: Path, ko: Path) -> Path:
     """Build the external module copied to `dest` against kernel.kdir; return `ko`."""
     name = _build_name(kernel)
@@ -178,7 +188,7 @@ def _make(kernel: GuestKernel, cache: Path, dest: Path, ko: Path) -> Path:
 
 def build_module(kernel: GuestKernel, src_root: Path, cache: Path) -> Path:
     """Compile the module against kernel.kdir; return the path of the .ko."""
-    dest = cache / "kmod" / _build_name(kernel) / kernel.release
+    dest = _build_dir(kernel, src_root, cache, _build_name(kernel))
     _sync(_module_sources(src_root), src_root, dest)
     return _make(kernel, cache, dest, dest / "kmod" / "pagebuf.ko")
 
@@ -190,6 +200,6 @@ def build_test_module(kernel: GuestKernel, src_root: Path, cache: Path, name: st
     if not (src / "Kbuild").is_file():
         raise VmError(f"no test module {name}: {src / 'Kbuild'} is missing")
     files = [src / "Kbuild", *sorted(src.glob("*.[ch]"))]
-    dest = cache / "kmod" / f"{_build_name(kernel)}-{name}" / kernel.release
+    dest = _build_dir(kernel, src_root, cache, f"{_build_name(kernel)}-{name}")
     _sync(files, src, dest)
     return _make(kernel, cache, dest, dest / f"{name}.ko")
