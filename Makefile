@@ -142,7 +142,8 @@ test:
 			test-vm ARCH=x86_64 KERNEL=$$k); \
 	done
 	@$(call stage,x86 PAT checks on the test kernel booted with PAT,$(MAKE) \
-		--no-print-directory test-vm ARCH=x86_64 KERNEL=custom-pat VMTESTS=tests/vm/test_pat.py)
+		--no-print-directory test-vm ARCH=x86_64 KERNEL=custom-pat \
+		VMTESTS="tests/vm/test_pat.py tests/vm/test_mmap.py::test_the_caching_mode_reaches_the_page_tables")
 	@$(call stage,DMA tests and compare on the test kernel booted swiotlb=force,$(MAKE) \
 		--no-print-directory test-vm ARCH=x86_64 KERNEL=custom-swiotlb \
 		VMTESTS="tests/vm/test_swiotlb.py tests/vm/test_alloc.py")

@@ -412,14 +412,18 @@ def _print_rows(rows: list[report.ArmRow], as_json: bool) -> None:
         print(report.render_table(rows))
 
 
-def _read_rows(path: str) -> list[report.ArmRow]:
+def _read_run(path: str) -> tuple[dict[str, Any] | None, list[report.ArmRow]]:
     try:
         header, rows = report.summarize(read_records(path))
     except OSError as exc:
         raise errors.PagebufError(f"{path}: {exc.strerror}", exc.errno) from None
     if header is None and not rows:
         raise errors.PagebufError(f"{path}: no pagebuf run records in it", errno.EINVAL)
-    return rows
+    return header, rows
+
+
+def _read_rows(path: str) -> list[report.ArmRow]:
+    return _read_run(path)[1]
 
 
 def _print_recommendation(path: str) -> None:
@@ -468,14 +472,14 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.plot:
         check_output(args.plot)
-    rows = _read_rows(args.file)
+    header, rows = _read_run(args.file)
     _print_rows(rows, args.json)
     if not args.json:
         _print_recommendation(args.file)
     if args.plot:
         plot(read_records(args.file), args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
-    return records.exit_code(r.verdict for r in rows)
+    return records.rows_exit_code(header, rows)
 
 
 def run_cpus(args: argparse.Namespace) -> int:

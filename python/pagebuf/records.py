@@ -52,6 +52,19 @@ def exit_code(verdicts: Iterable[str]) -> int:
     return EXIT_CORRUPT if "corrupted" in seen else EXIT_CLEAN
 
 
+def rows_exit_code(header: dict[str, Any] | None, rows: Iterable[ArmRow]) -> int:
+    """exit_code() of a file's rows: an arm cut off (no summary) after it found lines that
+    were not injected counts as corrupted, not as clean."""
+    params = (header or {}).get("params") or {}
+    injecting = {"inject", params.get("inject_into")}
+    return exit_code(
+        "corrupted"
+        if r.verdict == "incomplete" and r.corrupted_lines and r.arm not in injecting
+        else r.verdict
+        for r in rows
+    )
+
+
 @dataclass(frozen=True)
 class Check:
     """One check record of one buffer, its fields typed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno as E
+from pathlib import Path
 
 import pytest
 
@@ -31,19 +32,71 @@ def test_mapping(code: int, cls: type[errors.PagebufError], exit_code: int) -> N
     assert exc.message.startswith("free buffer 42: ")
 
 
-def test_exit_codes_are_distinct_and_documented() -> None:
-    classes = [
-        errors.ModuleNotLoadedError,
-        errors.PermissionDeniedError,
-        errors.NoSuchBufferError,
-        errors.LimitError,
-        errors.InvalidRequestError,
-        errors.PagebufError,
-    ]
-    codes = [c.exit_code for c in classes]
-    assert len(set(codes)) == len(codes)
-    assert all(c in errors.EXIT_CODES for c in codes)
-    assert 0 not in codes and 2 not in codes
+def readme_exit_codes() -> dict[int, str]:
+    """README's table of exit codes, code -> meaning."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("| code | meaning |") :].split("\n\n", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines()[2:]]
+    return {int(code): text.strip() for code, text in rows}
+
+
+def every_error_class() -> set[type[errors.PagebufError]]:
+    """PagebufError and every subclass of it anywhere in the package."""
+    import importlib
+    import pkgutil
+
+    import pagebuf
+
+    for mod in pkgutil.walk_packages(pagebuf.__path__, "pagebuf."):
+        if not mod.name.endswith("__main__"):
+            importlib.import_module(mod.name)
+    found, todo = set(), [errors.PagebufError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+# What each error class exits with, by README's meaning of the code. A new class must be
+# added here: its code is a decision, not whatever it inherits.
+ERROR_MEANINGS = {
+    "PagebufError": "other operating-system error",
+    "ModuleNotLoadedError": "pagebuf module not loaded, or no device",
+    "PermissionDeniedError": "permission denied",
+    "PhysMemPermissionError": "permission denied",
+    "NoSuchBufferError": "no such buffer",
+    "LimitError": "limit reached or out of memory",
+    "InvalidRequestError": "invalid request",
+    "OutsideBuffersError": "invalid request",
+    "PhysMemError": "invalid request",
+}
+
+
+def test_exit_codes_are_the_readme_table() -> None:
+    """README's table is EXIT_CODES, and every error class exits with the README code of
+    what it means: never 0, 1 or 3 (success, corruption, broken controls), nor the
+    usage error 2 (argparse's, and run/compare/report's environment errors)."""
+    table = readme_exit_codes()
+    assert table == errors.EXIT_CODES
+    assert sorted(table) == list(range(10))
+    classes = every_error_class()
+    assert {c.__name__ for c in classes} == set(ERROR_MEANINGS)
+    for cls in classes:
+        assert table[cls.exit_code].startswith(ERROR_MEANINGS[cls.__name__]), cls
+        assert cls.exit_code >= 4, cls
+    # The base classes of errors.py stay apart: each exit code says one thing.
+    bases = [errors.ModuleNotLoadedError, errors.PermissionDeniedError,
+             errors.NoSuchBufferError, errors.LimitError, errors.InvalidRequestError,
+             errors.PagebufError]  # fmt: skip
+    assert sorted(c.exit_code for c in bases) == [4, 5, 6, 7, 8, 9]
+    # The codes of a run's verdicts and of its usage errors mean what README says.
+    from pagebuf import names, records
+
+    assert table[records.EXIT_CLEAN] == "success"
+    assert table[records.EXIT_CORRUPT].startswith("corruption found")
+    assert table[records.EXIT_BROKEN].startswith("broken controls")
+    assert table[names.EXIT_ENV] == "usage error"
 
 
 def test_messages_name_the_real_cause() -> None:
@@ -61,12 +114,3 @@ def test_messages_name_the_real_cause() -> None:
         "(262144 bytes: swiotlb bounce buffering)"
     )
     assert errors.PAT_ALIAS.startswith("x86 PAT: load pagebuf with x86_pat_alias=1 ")
-
-
-def test_the_readme_exit_code_table_is_this_one() -> None:
-    from pathlib import Path
-
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme[readme.index("| code | meaning |") :].split("\n\n", 1)[0]
-    rows = [line.strip("|").split("|") for line in section.splitlines()[2:]]
-    assert {int(code): text.strip() for code, text in rows} == errors.EXIT_CODES

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -29,9 +31,27 @@ def test_writer_never_overwrites(tmp_path: Path) -> None:
     assert path.read_text() == "precious\n"
 
 
-def test_each_record_is_on_disk_before_write_returns(tmp_path: Path) -> None:
+def test_each_record_is_on_disk_before_write_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flushed is not enough: a panic loses what the page cache holds. Each write syncs
+    this file, after its record reached the file, before it returns."""
     path = tmp_path / "run.jsonl"
+    synced: list[tuple[int, str]] = []  # (inode, the file's text) at each sync
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append((os.fstat(fd).st_ino, path.read_text()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync)  # as good, for a file that only grows
     w = ResultWriter(path)
-    w.write({"type": "header"})
-    assert path.read_text() == '{"type":"header"}\n'  # visible without close()
+    text = ""
+    for rec in ({"type": "header"}, {"type": "check", "bad": 0}):
+        before = len(synced)
+        w.write(rec)
+        text += json.dumps(rec, separators=(",", ":")) + "\n"
+        assert path.read_text() == text  # visible without close()
+        assert (path.stat().st_ino, text) in synced[before:], synced
     w.close()

@@ -1,7 +1,8 @@
 """Fixtures for the in-VM suite: it runs inside a guest with the real pagebuf.ko loaded.
 
 `make test-vm` boots the guest (python -m pagebuf.vm) and runs pytest here; run
-anywhere else the whole directory is skipped with that reason, never passed.
+anywhere else the whole directory is skipped with that reason, never passed. In a guest
+(PAGEBUF_IN_VM=1) without the module it is an error, not a suite of skips.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ KERNEL_TROUBLE = re.compile(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if IN_VM and KO:
+    if IN_VM:
+        # In the guest the suite runs or fails: skipping every test would pass it.
+        if not KO or not os.path.isfile(KO):
+            raise pytest.UsageError(
+                f"PAGEBUF_IN_VM=1 but PAGEBUF_KO={KO!r} names no pagebuf.ko: the in-VM suite "
+                "needs the module (`make test-vm` builds it; not `--no-module`)"
+            )
         return
     skip = pytest.mark.skip(reason="needs pagebuf.ko in a guest kernel: run `make test-vm`")
     for item in items:

@@ -17,6 +17,7 @@ from conftest import reload
 from pagebuf import Device
 from pagebuf.doctor import swiotlb_forced
 from pagebuf.errors import DMA_BOUNCED
+from pagebuf.sysinfo import cache_line_size
 
 KERNEL = os.environ.get("PAGEBUF_KERNEL", "")
 # swiotlb=force (KERNEL=custom-swiotlb): the dma arm is refused with its reason there.
@@ -24,6 +25,8 @@ BOUNCED = swiotlb_forced(Path("/proc/cmdline").read_text())
 MODES = ("cached", "dma", "single-cpu", "flush")
 QUICK = ["--duration", "1", "--interval", "0.5", "--buffers", "2", "--order", "2"]
 CPU1 = Path("/sys/devices/system/cpu/cpu1/online")
+LINE = cache_line_size()
+STALE_AT = 5 * LINE
 
 
 @pytest.fixture
@@ -110,6 +113,88 @@ def test_cli_compare_flags_exactly_the_injected_arm(injectable: None, tmp_path: 
     assert rendered.returncode == 0
     assert [line.split()[0] for line in rendered.stdout.splitlines()[1:7]] == [
         "cached", "dma", "single-cpu", "flush", "positive", "inject"]  # fmt: skip
+
+
+class FaultyDevice(Device):
+    """The real module, made to go wrong where a machine with caches would, by real
+    INJECTs (bytes written through the kernel's cached alias and cleaned to memory):
+    `stale-sync`: dma_sync_single_for_cpu brings one line of the kernel's stale data back
+    over the user's; `stale-clean`: the positive control's clean writes the kernel's
+    stale lines back, as it does where aliases are not coherent; `askew`: an injection
+    lands one line further on than the engine asked."""
+
+    faults: frozenset[str] = frozenset()
+
+    def __init__(self, path: object = None) -> None:
+        super().__init__(path)  # type: ignore[arg-type]
+        self.primed: dict[int, bytes] = {}  # what the kernel's alias last wrote
+
+    def kwrite(self, buf_id: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+        super().kwrite(buf_id, offset, data)
+        self.primed[buf_id] = bytes(data)
+
+    def sync(self, buf_id: int, direction: int, offset: int = 0, length: int = 0) -> None:
+        from pagebuf import uapi
+
+        super().sync(buf_id, direction, offset, length)
+        if direction == uapi.SYNC_FOR_CPU and "stale-sync" in self.faults:
+            super().inject(buf_id, STALE_AT, self.primed[buf_id][STALE_AT : STALE_AT + LINE])
+
+    def kflush(self, buf_id: int, offset: int = 0, length: int | None = None, *,
+               clean_only: bool = False) -> None:  # fmt: skip
+        super().kflush(buf_id, offset, length, clean_only=clean_only)
+        if clean_only and "stale-clean" in self.faults:
+            super().inject(buf_id, 0, self.primed[buf_id])
+
+    def inject(self, buf_id: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if "askew" in self.faults:
+            offset = (offset + LINE) % self.buffer(buf_id).size
+        super().inject(buf_id, offset, data)
+
+
+@pytest.mark.parametrize(
+    ("mode", "faults", "code", "verdicts"),
+    [
+        ("dma", {"stale-sync"}, 1, ("corrupted", "did-not-fire", "injected-detected")),
+        ("cached", {"stale-clean"}, 0, ("clean", "fired", "injected-detected")),
+        ("cached", {"askew"}, 3, ("clean", "did-not-fire", "broken")),
+    ],
+)
+def test_real_injections_reach_every_verdict_and_exit_code(
+    injectable: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], mode: str, faults: set[str], code: int,
+    verdicts: tuple[str, ...],
+) -> None:  # fmt: skip
+    """QEMU models no caches: without help every arm is clean and the positive control
+    never fires. Corruption put where a machine would make it must come out as
+    corrupted (exit 1), fired (no corruption of the run: exit 0) and broken (exit 3),
+    from the real module through the CLI's own run path (in-process: its Device is the
+    faulty one)."""
+    from pagebuf import cli
+
+    if mode == "dma" and BOUNCED:
+        pytest.skip("swiotlb=force refuses the dma arm")
+    monkeypatch.setattr(FaultyDevice, "faults", frozenset(faults))
+    monkeypatch.setattr(cli, "Device", FaultyDevice)
+    out = tmp_path / "run.jsonl"
+    argv = ["run", "--mode", mode, "--buffers", "1", "--order", "0", "--duration", "0",
+            "--inject-lines", "4", "--output", str(out), "--json"]  # fmt: skip
+    assert cli.main(argv) == code
+    got = rows(capsys.readouterr().out)
+    assert tuple(r["verdict"] for r in got.values()) == verdicts
+    assert list(got) == [mode, "positive", "inject"]
+    recs = records(out)
+    assert recs[-1]["type"] == "summary" and recs[-1]["exit_code"] == code
+    lines = 4096 // LINE
+    if "stale-sync" in faults:  # the one line, as the write-back signature: stale
+        assert (got[mode]["corrupted_lines"], got[mode]["stale"]) == (1, 1)
+        bad = [r["bad"] for r in recs if r["type"] == "check" and r["arm"] == mode]
+        assert bad == [[[STALE_AT, "stale"]]]
+    if "stale-clean" in faults:  # every line of the page
+        assert (got["positive"]["corrupted_lines"], got["positive"]["stale"]) == (lines, lines)
+    if "askew" in faults:  # a line's stale bytes one line on: another address's, foreign
+        inject = got["inject"]
+        assert (inject["corrupted_lines"], inject["stale"], inject["foreign"]) == (4, 0, 4)
 
 
 def test_controls_without_inject_are_reported(module: None, tmp_path: Path) -> None:
