@@ -67,7 +67,7 @@ def test_make_vm_fails_exactly_when_the_guest_command_fails() -> None:
     proc = make_vm("pagebuf alloc --order 99; echo after; exit 7")
     assert proc.returncode != 0
     assert proc.stdout == "after\n"
-    assert "pagebuf: alloc order 99: invalid request" in proc.stderr
+    assert "pagebuf: alloc order 99: order above the module's max_order" in proc.stderr
     assert "Error 7" in proc.stderr  # make names the guest command's own status
 
 
