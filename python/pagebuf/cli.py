@@ -7,11 +7,10 @@ import errno
 import json
 import signal
 import sys
-import zlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import access, advice, cpus, doctor, errors, names, records, report, uapi
+from . import access, advice, cpus, doctor, errors, names, records, report
 from .device import Buffer, Device, ModuleInfo
 from .physmem import PhysMem
 from .results import ResultWriter, default_path, read_records
@@ -362,30 +361,22 @@ def run_verify(args: argparse.Namespace, dev: Device) -> int:
 
 
 def run_compare_views(args: argparse.Namespace, dev: Device) -> int:
+    from . import views
+
     buf = dev.buffer(args.id)
-    if args.sync and buf.bounced:
-        raise errors.InvalidRequestError(
-            f"compare-views {buf.id} --sync: {errors.DMA_BOUNCED}", errno.EINVAL
-        )
     if args.sync:
-        dev.sync(buf.id, uapi.SYNC_FOR_CPU)
-    user = _read_view(args, dev, buf)
-    page = dev.info().page_size
-    pages = []
-    for i in range(0, buf.size, page):
-        u, k = zlib.crc32(user[i : i + page]), dev.kchecksum(buf.id, i, page)
-        pages.append({"page": i // page, "phys_addr": buf.phys_addr + i, "user_crc32": u,
-                      "kernel_crc32": k, "same": u == k})  # fmt: skip
-    differing = sum(not p["same"] for p in pages)
+        views.hand_back(dev, buf)
+    pages = views.compare(dev, buf, _read_view(args, dev, buf))
+    differing = sum(not p.same for p in pages)
     if args.json:
         _print_json({"buffer": buf.id, "via": args.taken, "differing_pages": differing,
-                     "pages": pages})  # fmt: skip
+                     "pages": [p.to_dict() for p in pages]})  # fmt: skip
         return 0 if not differing else 1
     print(f"{'PAGE':>5}  {'PHYS_ADDR':<18}  USER({args.taken:<7})  KERNEL      SAME")
     for p in pages:
-        if args.all or not p["same"]:
-            print(f"{p['page']:>5}  {_hex(p['phys_addr'])}  {p['user_crc32']:08x}"
-                  f"{'':9}  {p['kernel_crc32']:08x}    {'yes' if p['same'] else 'NO'}")  # fmt: skip
+        if args.all or not p.same:
+            print(f"{p.page:>5}  {_hex(p.phys_addr)}  {p.user_crc32:08x}"
+                  f"{'':9}  {p.kernel_crc32:08x}    {'yes' if p.same else 'NO'}")  # fmt: skip
     print(f"buffer {buf.id}: {len(pages)} pages, {differing} differ between the views")
     return 0 if not differing else 1
 
