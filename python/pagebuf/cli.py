@@ -328,11 +328,7 @@ def run_fill(args: argparse.Namespace, dev: Device) -> int:
         dev.kwrite(buf.id, 0, verify.expected(size=buf.size, **spec).tobytes())
         return 0
     with _open(args, buf) as mem:
-        if mem.method == "mmap":
-            with mem.view() as view:
-                verify.fill(view, **spec)
-        else:
-            mem.write_bytes(0, verify.expected(size=buf.size, **spec).tobytes())
+        mem.fill(lambda target: verify.fill(target, **spec))
     return 0
 
 

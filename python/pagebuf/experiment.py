@@ -138,10 +138,8 @@ def _check(mem: PhysMem, buf: Buffer, p: RunParams, gen: int, line: int) -> Veri
     """Verify one buffer through the user path: the mapping itself, or a read()."""
     spec = {"pattern": p.pattern, "phys_addr": buf.phys_addr, "generation": gen,
             "seed": p.seed + buf.id, "line_size": line, "max_reports": MAX_LISTED}  # fmt: skip
-    if mem.method == "mmap":
-        with mem.view() as view:
-            return verify(view, **spec)
-    return verify(mem.read_bytes(0, buf.size), **spec)
+    with mem.snapshot() as data:
+        return verify(data, **spec)
 
 
 class Experiment:

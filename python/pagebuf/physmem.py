@@ -15,6 +15,8 @@ import errno as E
 import fcntl
 import mmap
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import uapi
@@ -255,6 +257,26 @@ class PhysMem(Closing):
             return
         start = self._skip + offset
         self._map[start : start + len(data)] = data
+
+    @contextmanager
+    def snapshot(self) -> Iterator[memoryview | bytes]:
+        """The whole window to read once: the mapping itself (no copy), or one read()."""
+        if self._map is None:
+            yield self.read_bytes(0, self.size)
+            return
+        with self.view() as view:
+            yield view
+
+    def fill(self, write: Callable[[memoryview | bytearray], object]) -> None:
+        """Fill the whole window: `write` writes into the mapping itself, or into a buffer
+        that then goes out in one write()."""
+        if self._map is None:
+            staged = bytearray(self.size)
+            write(staged)
+            self.write_bytes(0, staged)
+            return
+        with self.view() as view:
+            write(view)
 
     def view(self) -> memoryview:
         """The whole window as a writable memoryview (mmap method only), no copy."""

@@ -89,6 +89,10 @@ class FakeMem:
         LOG.append(("check", self.buf.id))
         return bytes(self.dev.bufs[self.buf.id][offset : offset + length])
 
+    @contextmanager
+    def snapshot(self) -> Iterator[bytes]:
+        yield self.read_bytes(0, self.buf.size)
+
 
 @pytest.fixture
 def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:

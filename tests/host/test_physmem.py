@@ -100,3 +100,18 @@ def test_close_with_a_view_still_out_does_not_raise(tmp_path: Path) -> None:
             raise KeyboardInterrupt
     assert words[0] == int.from_bytes(bytes(range(8)), "little")  # still readable
     del words  # the last view goes, and with it the mapping
+
+
+@pytest.mark.parametrize("method", ["mmap", "rw"])
+def test_fill_and_snapshot_cover_the_window_either_way(backing: str, method: str) -> None:
+    """One call each, whichever method: the window's bytes and nothing around them."""
+    phys, size = PAGE + 64, 2 * PAGE
+    before = Path(backing).read_bytes()
+    pattern = bytes(range(256)) * (size // 256)
+    with PhysMem(phys, size, path=backing, sync=False, method=method) as m:
+        m.fill(lambda target: target.__setitem__(slice(0, size), pattern))
+        with m.snapshot() as data:
+            assert bytes(data) == pattern and len(data) == size
+    after = Path(backing).read_bytes()
+    assert after[phys : phys + size] == pattern
+    assert after[:phys] == before[:phys] and after[phys + size :] == before[phys + size :]

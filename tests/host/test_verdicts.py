@@ -153,6 +153,10 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
         def read_bytes(self, offset: int, length: int) -> bytes:
             return bytes(self.buf[offset : offset + length])
 
+        @contextmanager
+        def snapshot(self) -> Iterator[bytes]:
+            yield self.read_bytes(0, len(self.buf))
+
         def write_bytes(self, offset: int, data: bytes) -> None:
             if m.has(LOST_WRITE):
                 return
