@@ -287,17 +287,13 @@ def _open_range(args: argparse.Namespace, phys: int, size: int) -> tuple[PhysMem
     return mem, taken
 
 
-def _open(args: argparse.Namespace, buf: Buffer) -> PhysMem:
-    mem, args.taken = _open_range(args, buf.phys_addr, buf.size)
-    return mem
-
-
-def _read_view(args: argparse.Namespace, dev: Device, buf: Buffer) -> bytes:
-    args.taken = args.via
+def _read_view(args: argparse.Namespace, dev: Device, buf: Buffer) -> tuple[bytes, str]:
+    """The buffer's bytes through --via, and the path they came through."""
     if args.via == "kernel":
-        return dev.kread(buf.id, 0, buf.size)
-    with _open(args, buf) as mem:
-        return mem.read_bytes(0, buf.size)
+        return dev.kread(buf.id, 0, buf.size), "kernel"
+    mem, taken = _open_range(args, buf.phys_addr, buf.size)
+    with mem:
+        return mem.read_bytes(0, buf.size), taken
 
 
 def _value_checked(fn: Handler) -> Handler:
@@ -327,7 +323,8 @@ def run_fill(args: argparse.Namespace, dev: Device) -> int:
     if args.via == "kernel":
         dev.kwrite(buf.id, 0, verify.expected(size=buf.size, **spec).tobytes())
         return 0
-    with _open(args, buf) as mem:
+    mem, _taken = _open_range(args, buf.phys_addr, buf.size)
+    with mem:
         mem.fill(lambda target: verify.fill(target, **spec))
     return 0
 
@@ -336,11 +333,12 @@ def run_verify(args: argparse.Namespace, dev: Device) -> int:
     from . import verify
 
     buf = dev.buffer(args.id)
-    res = verify.verify(_read_view(args, dev, buf), pattern=args.pattern,
+    data, taken = _read_view(args, dev, buf)
+    res = verify.verify(data, pattern=args.pattern,
                         phys_addr=buf.phys_addr, generation=args.generation, seed=args.seed,
                         value=args.value, max_reports=args.max_reports)  # fmt: skip
     if args.json:
-        _print_json({"buffer": buf.id, "via": args.taken, **res.to_dict()})
+        _print_json({"buffer": buf.id, "via": taken, **res.to_dict()})
     else:
         for m in res.mismatches:
             extra = f" generation {m.generation}" if m.generation is not None else ""
@@ -362,13 +360,14 @@ def run_compare_views(args: argparse.Namespace, dev: Device) -> int:
     buf = dev.buffer(args.id)
     if args.sync:
         views.hand_back(dev, buf)
-    pages = views.compare(dev, buf, _read_view(args, dev, buf))
+    user, taken = _read_view(args, dev, buf)
+    pages = views.compare(dev, buf, user)
     differing = sum(not p.same for p in pages)
     if args.json:
-        _print_json({"buffer": buf.id, "via": args.taken, "differing_pages": differing,
+        _print_json({"buffer": buf.id, "via": taken, "differing_pages": differing,
                      "pages": [p.to_dict() for p in pages]})  # fmt: skip
         return 0 if not differing else 1
-    print(f"{'PAGE':>5}  {'PHYS_ADDR':<18}  USER({args.taken:<7})  KERNEL      SAME")
+    print(f"{'PAGE':>5}  {'PHYS_ADDR':<18}  USER({taken:<7})  KERNEL      SAME")
     for p in pages:
         if args.all or not p.same:
             print(f"{p.page:>5}  {_hex(p.phys_addr)}  {p.user_crc32:08x}"

@@ -69,6 +69,33 @@ DEBUG_ITEMS = (
     "CONFIG_PROVE_LOCKING=y",
     "CONFIG_DEBUG_ATOMIC_SLEEP=y",
 )
+# What virtme-ng's guest needs of either architecture's allnoconfig kernel: the root and
+# shared directories over 9p, udev's netlink and inotify, devtmpfs, tmpfs, overlayfs for
+# its writable overlays, debugfs.
+GUEST_NET = (
+    "CONFIG_NET=y",
+    "CONFIG_UNIX=y",
+    "CONFIG_PACKET=y",
+    "CONFIG_INET=y",
+    "CONFIG_IPV6=n",
+    "CONFIG_NETWORK_FILESYSTEMS=y",
+    "CONFIG_NET_9P=y",
+    "CONFIG_NET_9P_VIRTIO=y",
+    "CONFIG_9P_FS=y",
+)
+GUEST_FS = (
+    "CONFIG_OVERLAY_FS=y",
+    "CONFIG_DEVTMPFS=y",
+    "CONFIG_DEVTMPFS_MOUNT=y",
+    "CONFIG_TMPFS=y",
+    "CONFIG_TMPFS_XATTR=y",  # virtme-ng's overlays have their upper dirs on tmpfs
+    "CONFIG_TMPFS_POSIX_ACL=y",
+    "CONFIG_INOTIFY_USER=y",
+    "CONFIG_DEBUG_KERNEL=y",  # PTDUMP_DEBUGFS and DEBUG_VM depend on it
+    "CONFIG_DEBUG_FS=y",
+    "CONFIG_MAGIC_SYSRQ=y",
+    "CONFIG_PRINTK_TIME=y",
+)
 # On top of x86's allnoconfig (EXPERT off, so the basic syscalls, /proc, sysfs, printk
 # and the block layer stay on), for QEMU's q35 machine booted by virtme-ng.
 X86_BASE_CONFIG = (
@@ -105,28 +132,9 @@ X86_BASE_CONFIG = (
     "CONFIG_TTY=y",
     "CONFIG_SERIAL_8250=y",
     "CONFIG_SERIAL_8250_CONSOLE=y",
-    # virtme-ng's guest: the root and shared directories over 9p, udev's netlink and
-    # inotify, devtmpfs, tmpfs, overlayfs for its writable overlays.
-    "CONFIG_NET=y",
-    "CONFIG_UNIX=y",
-    "CONFIG_PACKET=y",
-    "CONFIG_INET=y",
-    "CONFIG_IPV6=n",
-    "CONFIG_NETWORK_FILESYSTEMS=y",
-    "CONFIG_NET_9P=y",
-    "CONFIG_NET_9P_VIRTIO=y",
-    "CONFIG_9P_FS=y",
-    "CONFIG_OVERLAY_FS=y",
-    "CONFIG_DEVTMPFS=y",
-    "CONFIG_DEVTMPFS_MOUNT=y",
-    "CONFIG_TMPFS=y",
-    "CONFIG_TMPFS_XATTR=y",
-    "CONFIG_TMPFS_POSIX_ACL=y",
-    "CONFIG_INOTIFY_USER=y",
-    "CONFIG_DEBUG_KERNEL=y",
-    "CONFIG_DEBUG_FS=y",
-    "CONFIG_MAGIC_SYSRQ=y",
-    "CONFIG_PRINTK_TIME=y",
+    # virtme-ng's guest, over 9p only.
+    *GUEST_NET,
+    *GUEST_FS,
 )
 BOOT_APPEND = ("nopat",)
 BUILT_MARK = ".pagebuf-built"
@@ -167,30 +175,11 @@ ARM64_BASE_CONFIG = (
     "CONFIG_SERIAL_AMBA_PL011_CONSOLE=y",
     "CONFIG_RTC_CLASS=y",
     "CONFIG_RTC_DRV_PL031=y",
-    # virtme-ng's guest: the root and shared directories over virtiofs or 9p, udev's
-    # netlink and inotify, devtmpfs, tmpfs, overlayfs for --overlay-rwdir.
-    "CONFIG_NET=y",
-    "CONFIG_UNIX=y",
-    "CONFIG_PACKET=y",
-    "CONFIG_INET=y",
-    "CONFIG_IPV6=n",
-    "CONFIG_NETWORK_FILESYSTEMS=y",
-    "CONFIG_NET_9P=y",
-    "CONFIG_NET_9P_VIRTIO=y",
-    "CONFIG_9P_FS=y",
+    # virtme-ng's guest, over virtiofs or 9p.
+    *GUEST_NET,
     "CONFIG_FUSE_FS=y",
     "CONFIG_VIRTIO_FS=y",
-    "CONFIG_OVERLAY_FS=y",
-    "CONFIG_DEVTMPFS=y",
-    "CONFIG_DEVTMPFS_MOUNT=y",
-    "CONFIG_TMPFS=y",
-    "CONFIG_TMPFS_XATTR=y",  # virtme-ng's overlays have their upper dirs on tmpfs
-    "CONFIG_TMPFS_POSIX_ACL=y",
-    "CONFIG_INOTIFY_USER=y",
-    "CONFIG_DEBUG_KERNEL=y",  # PTDUMP_DEBUGFS and DEBUG_VM depend on it
-    "CONFIG_DEBUG_FS=y",
-    "CONFIG_MAGIC_SYSRQ=y",
-    "CONFIG_PRINTK_TIME=y",
+    *GUEST_FS,
 )
 
 
