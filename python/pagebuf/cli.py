@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import access, advice, cpus, doctor, errors, names, records, report
 from .device import Buffer, Device, ModuleInfo
-from .physmem import PhysMem
+from .physmem import PhysMem, PhysMemError
 from .results import ResultWriter, default_path, read_records
 
 if TYPE_CHECKING:
@@ -41,7 +41,37 @@ def _order(text: str) -> int:
     return value
 
 
-EPILOG = "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in errors.EXIT_CODES.items())
+EXIT_CODES = {
+    0: "success",
+    1: "corruption found (verify, run)",
+    2: "usage error",
+    3: "broken controls (run)",
+    4: "pagebuf module not loaded, or no device",
+    5: "permission denied (no CAP_SYS_RAWIO, a read-only file, another file's buffer, x86 PAT)",
+    6: "no such buffer",
+    7: "limit reached or out of memory (max_bytes, dma_max_size)",
+    8: "invalid request",
+    9: "other operating-system error",
+}
+# What an error exits with: the first class it is an instance of, most specific first.
+EXIT_FOR_ERROR: tuple[tuple[type[errors.PagebufError], int], ...] = (
+    (errors.ModuleNotLoadedError, 4),
+    (errors.PermissionDeniedError, 5),
+    (errors.NoSuchBufferError, 6),
+    (errors.LimitError, 7),
+    (errors.InvalidRequestError, 8),
+    (PhysMemError, 8),
+    (errors.PagebufError, 9),
+)
+EPILOG = "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+
+
+def exit_code_of(exc: errors.PagebufError) -> int:
+    return next(code for cls, code in EXIT_FOR_ERROR if isinstance(exc, cls))
+
+
+def _complain(exc: errors.PagebufError) -> None:
+    print(f"pagebuf: {exc.message}", file=sys.stderr)
 
 
 def _int(text: str) -> int:
@@ -497,8 +527,8 @@ def _as_experiment(fn: Handler) -> Handler:
         try:
             return fn(args)
         except errors.PagebufError as exc:
-            exc.exit_code = names.EXIT_ENV
-            raise
+            _complain(exc)
+            return names.EXIT_ENV
 
     return handler
 
@@ -557,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except errors.PagebufError as exc:
-        print(f"pagebuf: {exc.message}", file=sys.stderr)
-        return exc.exit_code
+        _complain(exc)
+        return exit_code_of(exc)
     except KeyboardInterrupt:
         return 130

@@ -1,54 +1,44 @@
-"""pagebuf's exceptions: each carries the errno of the failing call and a sentence a
-user can act on, and the exit code the CLI leaves with (EXIT_CODES).
+"""pagebuf's exceptions. Each is also the built-in category it belongs to (as pyudev's
+are): PermissionError, LookupError, MemoryError, ValueError; and carries the errno of
+the failing call, the call, and a sentence a user can act on. The exit codes the CLI
+leaves with are the CLI's (cli.EXIT_CODES).
 """
 
 from __future__ import annotations
 
 import errno as E
 
-EXIT_CODES = {
-    0: "success",
-    1: "corruption found (verify, run)",
-    2: "usage error",
-    3: "broken controls (run)",
-    4: "pagebuf module not loaded, or no device",
-    5: "permission denied (no CAP_SYS_RAWIO, a read-only file, another file's buffer, x86 PAT)",
-    6: "no such buffer",
-    7: "limit reached or out of memory (max_bytes, dma_max_size)",
-    8: "invalid request",
-    9: "other operating-system error",
-}
-
 
 class PagebufError(Exception):
-    """Base class: `errno` (or None) and a human message."""
+    """Base class. `errno`: the failing call's errno (or None); `op`: that call, e.g.
+    "free buffer 42" (or None); `reason`: why, in words; `message`: "op: reason"."""
 
-    exit_code = 9
-
-    def __init__(self, message: str, errno: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, errno: int | None = None, *, op: str | None = None) -> None:
+        super().__init__(message if op is None else f"{op}: {message}")
         self.errno = errno
-        self.message = message
+        self.op = op
+        self.reason = message
+        self.message = str(self)
 
 
-class ModuleNotLoadedError(PagebufError):
-    exit_code = 4
+class ModuleNotLoadedError(PagebufError, LookupError):
+    """No pagebuf device: the module is not loaded, or the node is not pagebuf's."""
 
 
-class PermissionDeniedError(PagebufError):
-    exit_code = 5
+class PermissionDeniedError(PagebufError, PermissionError):
+    """No CAP_SYS_RAWIO, a read-only file, another file's buffer, injection off, x86 PAT."""
 
 
-class NoSuchBufferError(PagebufError):
-    exit_code = 6
+class NoSuchBufferError(PagebufError, LookupError):
+    """No buffer of that id (freed, or never allocated)."""
 
 
-class LimitError(PagebufError):
-    exit_code = 7
+class LimitError(PagebufError, MemoryError):
+    """Out of memory, or over the module's max_bytes or the DMA mapping size limit."""
 
 
-class InvalidRequestError(PagebufError):
-    exit_code = 8
+class InvalidRequestError(PagebufError, ValueError):
+    """A flag, field or range the module (or the library, before asking) refuses."""
 
 
 NOT_LOADED = "pagebuf module not loaded: run `sudo insmod kmod/pagebuf.ko`"
@@ -106,4 +96,4 @@ def from_oserror(exc: OSError, what: str, reason: str | None = None) -> PagebufE
     `reason` replaces the errno's usual explanation when the caller knows better."""
     code = exc.errno or 0
     text = reason or _REASONS.get(code) or exc.strerror or E.errorcode.get(code, str(code))
-    return _CLASSES.get(code, PagebufError)(f"{what}: {text}", exc.errno)
+    return _CLASSES.get(code, PagebufError)(text, exc.errno, op=what)

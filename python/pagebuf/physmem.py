@@ -27,14 +27,12 @@ MAX_OFFSET = 2**63 - 1
 WIDTHS = {8: ctypes.c_uint8, 16: ctypes.c_uint16, 32: ctypes.c_uint32, 64: ctypes.c_uint64}
 
 
-class PhysMemError(PagebufError):
+class PhysMemError(PagebufError, OSError):
     """Opening, mapping or accessing physical memory failed."""
-
-    exit_code = 8
 
 
 class PhysMemPermissionError(PhysMemError, PermissionDeniedError):
-    exit_code = 5
+    """The kernel refused: STRICT_DEVMEM, no CAP_SYS_RAWIO, another file's buffer, PAT."""
 
 
 UNCACHED = (uapi.CACHING_UC, uapi.CACHING_WC, uapi.CACHING_DEVICE)

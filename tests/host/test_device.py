@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pagebuf import device, uapi
+from pagebuf import cli, device, uapi
 from pagebuf.device import Device, ModuleInfo
 from pagebuf.errors import LimitError, PagebufError, PermissionDeniedError
 
@@ -83,7 +83,7 @@ def test_dma_alloc_above_dma_max_size_says_by_how_much(monkeypatch: pytest.Monke
     dev = fake_device(monkeypatch, {uapi.IOC_ALLOC: lambda arg: E.E2BIG})
     with pytest.raises(LimitError) as err:
         dev.alloc(8, dma=True)
-    assert err.value.errno == E.E2BIG and err.value.exit_code == 7
+    assert err.value.errno == E.E2BIG and cli.exit_code_of(err.value) == 7
     assert err.value.message == (
         "alloc order 8: order 8 is 1048576 bytes, above the largest DMA mapping here "
         "(262144 bytes: swiotlb bounce buffering)"

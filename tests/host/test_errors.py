@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pagebuf import errors
+from pagebuf import cli, errors
 
 
 @pytest.mark.parametrize(
@@ -28,8 +28,26 @@ def test_mapping(code: int, cls: type[errors.PagebufError], exit_code: int) -> N
     exc = errors.from_oserror(OSError(code, "x"), "free buffer 42")
     assert type(exc) is cls
     assert exc.errno == code
-    assert exc.exit_code == exit_code
+    assert cli.exit_code_of(exc) == exit_code
     assert exc.message.startswith("free buffer 42: ")
+    assert exc.op == "free buffer 42" and exc.message == f"{exc.op}: {exc.reason}"
+
+
+@pytest.mark.parametrize(
+    ("cls", "builtin"),
+    [
+        (errors.ModuleNotLoadedError, LookupError),
+        (errors.PermissionDeniedError, PermissionError),
+        (errors.NoSuchBufferError, LookupError),
+        (errors.LimitError, MemoryError),
+        (errors.InvalidRequestError, ValueError),
+    ],
+)
+def test_errors_are_their_builtin_category(cls: type[errors.PagebufError], builtin: type) -> None:
+    """A caller that knows nothing of pagebuf catches them by what they are."""
+    with pytest.raises(builtin) as caught:
+        raise cls("why", E.EIO, op="the call")
+    assert str(caught.value) == "the call: why" and caught.value.errno == E.EIO
 
 
 def readme_exit_codes() -> dict[int, str]:
@@ -78,18 +96,19 @@ def test_exit_codes_are_the_readme_table() -> None:
     what it means: never 0, 1 or 3 (success, corruption, broken controls), nor the
     usage error 2 (argparse's, and run/compare/report's environment errors)."""
     table = readme_exit_codes()
-    assert table == errors.EXIT_CODES
+    assert table == cli.EXIT_CODES
     assert sorted(table) == list(range(10))
     classes = every_error_class()
     assert {c.__name__ for c in classes} == set(ERROR_MEANINGS)
     for cls in classes:
-        assert table[cls.exit_code].startswith(ERROR_MEANINGS[cls.__name__]), cls
-        assert cls.exit_code >= 4, cls
+        code = cli.exit_code_of(cls("x"))
+        assert table[code].startswith(ERROR_MEANINGS[cls.__name__]), cls
+        assert code >= 4, cls
     # The base classes of errors.py stay apart: each exit code says one thing.
     bases = [errors.ModuleNotLoadedError, errors.PermissionDeniedError,
              errors.NoSuchBufferError, errors.LimitError, errors.InvalidRequestError,
              errors.PagebufError]  # fmt: skip
-    assert sorted(c.exit_code for c in bases) == [4, 5, 6, 7, 8, 9]
+    assert sorted(cli.exit_code_of(c("x")) for c in bases) == [4, 5, 6, 7, 8, 9]
     # The codes of a run's verdicts and of its usage errors mean what README says.
     from pagebuf import names, records
 
@@ -108,7 +127,7 @@ def test_messages_name_the_real_cause() -> None:
     assert "max_bytes" in nomem.message and "max_pages" not in nomem.message
     foreign = errors.from_oserror(OSError(E.EPERM, "x"), "free buffer 3", errors.foreign_buffer(3))
     assert foreign.message.startswith("free buffer 3: buffer 3 belongs to another open file")
-    assert foreign.errno == E.EPERM and foreign.exit_code == 5
+    assert foreign.errno == E.EPERM and cli.exit_code_of(foreign) == 5
     assert errors.dma_too_large(7, 524288, 262144, True) == (
         "order 7 is 524288 bytes, above the largest DMA mapping here "
         "(262144 bytes: swiotlb bounce buffering)"

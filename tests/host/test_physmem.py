@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pagebuf import cli
 from pagebuf.physmem import PhysMem, PhysMemError
 
 PAGE = mmap.PAGESIZE
@@ -70,7 +71,7 @@ def test_bad_accesses_refused(backing: str, call, match: str) -> None:  # noqa: 
     with PhysMem(PAGE, PAGE, path=backing, sync=False) as m:
         with pytest.raises(PhysMemError, match=match) as err:
             call(m)
-        assert err.value.errno == 22 and err.value.exit_code == 8
+        assert err.value.errno == 22 and cli.exit_code_of(err.value) == 8
 
 
 def test_open_errors_name_the_cause(tmp_path: Path) -> None:
@@ -84,7 +85,7 @@ def test_addresses_beyond_any_file_offset_refused(tmp_path: Path) -> None:
     for phys in (2**63 - 4, 2**64):
         with pytest.raises(PhysMemError, match="beyond any physical address") as err:
             PhysMem(phys, 8, path=str(tmp_path / "never-opened"))
-        assert err.value.exit_code == 8
+        assert cli.exit_code_of(err.value) == 8
 
 
 def test_close_with_a_view_still_out_does_not_raise(tmp_path: Path) -> None:

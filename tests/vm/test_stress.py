@@ -33,6 +33,7 @@ import mmap
 import multiprocessing
 import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -54,10 +55,10 @@ PROCESSES = 3
 THREADS = 2
 LIMIT = 512 << 10  # max_bytes for the stress: the workers run into it all the time
 MAX_ORDER = 3
-# MemAvailable may end this far below where it started (KiB), slab growth aside: memory
-# the slab holds (KASAN's quarantine keeps up to 1/32 of RAM of freed objects) is not
-# pagebuf's pages, and kmemleak checks pagebuf's own objects.
-MEM_TOLERANCE = 64 * 1024  # KiB: page cache and per-CPU lists move ~35 MiB on arm64
+# MemAvailable may end this far below where it started (KiB), slab growth and the per-CPU
+# page lists aside: memory the slab holds (KASAN's quarantine keeps up to 1/32 of RAM of
+# freed objects) is not pagebuf's pages, and kmemleak checks pagebuf's own objects.
+MEM_TOLERANCE = 16 * 1024  # KiB: page cache moves a few MiB
 DEV = "/dev/pagebuf"
 PAGE = mmap.PAGESIZE
 PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
@@ -77,11 +78,19 @@ def ioc(fd: int, request: int, arg: ctypes.Structure) -> int:
 
 
 def meminfo() -> dict[str, int]:
+    """/proc/meminfo in KiB, plus "PerCPULists": free pages the per-CPU lists hold."""
     out = {}
     for line in open("/proc/meminfo"):
         key, value = line.split(":")
         out[key] = int(value.split()[0])
+    counts = re.findall(r"^\s+count:\s+(\d+)$", open("/proc/zoneinfo").read(), re.M)
+    out["PerCPULists"] = sum(map(int, counts)) * PAGE // 1024
     return out
+
+
+def moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The meminfo fields that moved by a MiB or more, in KiB: where memory went."""
+    return {k: after[k] - v for k, v in before.items() if abs(after.get(k, v) - v) >= 1024}
 
 
 def kernel_log() -> list[str]:
@@ -113,10 +122,12 @@ def report(capsys: pytest.CaptureFixture[str], name: str, figures: dict[str, Any
 
 
 def memory_drop(before: dict[str, int], after: dict[str, int]) -> tuple[int, int]:
-    """(MemAvailable drop, that drop less slab growth), in KiB."""
+    """(MemAvailable drop, that drop less slab growth and pages on the per-CPU lists), in
+    KiB. Freed pages of order 3 or less go to a per-CPU list first, and MemFree does not
+    count them: after the stress those lists hold some 20 to 75 MiB (measured)."""
     drop = before["MemAvailable"] - after["MemAvailable"]
-    slab = after["SUnreclaim"] - before["SUnreclaim"]
-    return drop, drop - max(slab, 0)
+    held = sum(max(after[k] - before[k], 0) for k in ("SUnreclaim", "PerCPULists"))
+    return drop, drop - held
 
 
 # --- the workers ---
@@ -579,6 +590,7 @@ def test_concurrent_stress(module: None, capsys: pytest.CaptureFixture[str]) -> 
             "mem_available_drop_kib": drop,
             "mem_free_drop_kib": mem_before["MemFree"] - mem_after["MemFree"],
             "slab_unreclaimable_growth_kib": mem_after["SUnreclaim"] - mem_before["SUnreclaim"],
+            "meminfo_moved_kib": moved(mem_before, mem_after),
             "violations": len(violations),
             "kernel_reports": len(reports),
         },
@@ -588,7 +600,7 @@ def test_concurrent_stress(module: None, capsys: pytest.CaptureFixture[str]) -> 
     assert not reports, "kernel log during the stress:\n" + "\n".join(reports)
     assert in_use == (0, 0), f"(pages_in_use, nr_buffers) = {in_use} after FREE_ALL"
     assert unexplained <= MEM_TOLERANCE, (
-        f"MemAvailable {drop} KiB lower after rmmod ({unexplained} KiB beyond slab growth)"
+        f"MemAvailable {drop} KiB lower after rmmod ({unexplained} KiB unexplained)"
     )
     # The race paths ran: successes, the limit, and buffers vanishing under a thread.
     for want in ("ok", "ENOMEM", "ENOENT", "EBADF"):
@@ -646,6 +658,7 @@ def test_alloc_free_cycles(module: None, capsys: pytest.CaptureFixture[str]) -> 
             "results": dict(sorted(results.items())),
             "mem_available_drop_kib": drop,
             "slab_unreclaimable_growth_kib": mem_after["SUnreclaim"] - mem_before["SUnreclaim"],
+            "meminfo_moved_kib": moved(mem_before, mem_after),
             "kernel_reports": len(reports),
         },
     )
@@ -653,5 +666,5 @@ def test_alloc_free_cycles(module: None, capsys: pytest.CaptureFixture[str]) -> 
     assert in_use == (0, 0), f"(nr_buffers, pages_in_use) = {in_use} after {CYCLES} cycles"
     assert not reports, "kernel log during the cycles:\n" + "\n".join(reports)
     assert unexplained <= MEM_TOLERANCE, (
-        f"MemAvailable {drop} KiB lower after the cycles ({unexplained} KiB beyond slab growth)"
+        f"MemAvailable {drop} KiB lower after the cycles ({unexplained} KiB unexplained)"
     )
