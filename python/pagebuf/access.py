@@ -80,9 +80,8 @@ def open_region(
                     raise
         return PhysMem(phys, size, path="/dev/mem", sync=not cached, method="rw"), "devmem-rw"
     node = device.node if device is not None else find_device(device_path)
-    fd = device.fileno() if device is not None else None
     mem = PhysMem(phys, size, path=str(node.devnode), sync=False, method="mmap",
-                  caching=_CACHING[via], fd=fd)  # fmt: skip
+                  caching=_CACHING[via], device=device)  # fmt: skip
     return mem, via
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import uapi
 from .closing import Closing
+from .device import Device
 from .errors import PAT_ALIAS, PagebufError, PermissionDeniedError
 
 MAX_OFFSET = 2**63 - 1
@@ -65,6 +66,13 @@ def _explain(exc: OSError, path: str, what: str, eperm: str | None = None) -> Ph
     return PhysMemError(f"{what} {path}: {exc.strerror}", exc.errno)
 
 
+def _open(path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags)
+    except OSError as exc:
+        raise _explain(exc, path, "open") from None
+
+
 class PhysMem(Closing):
     """[phys_addr, phys_addr + size) of physical memory, mapped or read/written."""
 
@@ -77,10 +85,12 @@ class PhysMem(Closing):
         sync: bool = True,
         method: str = "mmap",
         caching: int | None = None,
-        fd: int | None = None,
+        device: Device | None = None,
     ) -> None:
-        """`fd`: an open file of `path` to use (duplicated) instead of opening it again;
-        a file-owned /dev/pagebuf buffer is reachable only through its own open file."""
+        """`device`: map /dev/pagebuf through this open file (duplicated) instead of
+        opening it again: a file-owned buffer is reachable only through its own file.
+        `caching` (uapi.CACHING_*): the mode the device sets first, for this file's maps
+        (a Device of `path` is opened for it when none is given)."""
         if size <= 0 or phys_addr < 0:
             raise PhysMemError(f"empty or negative range 0x{phys_addr:x}+{size}", E.EINVAL)
         if phys_addr + size > MAX_OFFSET:  # a file offset (off_t) cannot reach it
@@ -92,13 +102,16 @@ class PhysMem(Closing):
         self._map: mmap.mmap | None = None
         self._arrays: dict[int, ctypes.Array[Any]] = {}  # per width, over the mapping
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_SYNC if sync else 0)
+        file = own = Device(path) if caching is not None and device is None else None
+        file = device or file
         try:
-            self._fd = os.open(path, flags) if fd is None else os.dup(fd)
-        except OSError as exc:
-            raise _explain(exc, path, "open") from None
+            if caching is not None and file is not None:
+                file.set_caching(caching)  # the Device's errors, as they are
+            self._fd = os.dup(file.fileno()) if file is not None else _open(path, flags)
+        finally:
+            if own is not None:
+                own.close()
         try:
-            if caching is not None:
-                fcntl.ioctl(self._fd, uapi.IOC_SET_CACHING, uapi.PagebufCaching(mode=caching))
             if method == "mmap":
                 base = phys_addr - phys_addr % mmap.PAGESIZE
                 self._skip = phys_addr - base
@@ -108,7 +121,7 @@ class PhysMem(Closing):
         except OSError as exc:
             eperm = self._mmap_eperm(caching, sync) if exc.errno == E.EPERM else None
             os.close(self._fd)
-            raise _explain(exc, path, "mmap" if method == "mmap" else "ioctl", eperm) from None
+            raise _explain(exc, path, "mmap", eperm) from None
 
     def _mmap_eperm(self, caching: int | None, sync: bool) -> str | None:
         """What an EPERM from mmap() of /dev/pagebuf means: x86 PAT refusing an uncached

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pagebuf import cli
+from pagebuf import cli, uapi
+from pagebuf.errors import ModuleNotLoadedError
 from pagebuf.physmem import PhysMem, PhysMemError
 
 PAGE = mmap.PAGESIZE
@@ -79,6 +80,15 @@ def test_open_errors_name_the_cause(tmp_path: Path) -> None:
         PhysMem(0, 8, path=str(tmp_path / "missing"))
     with pytest.raises(PhysMemError):
         PhysMem(0, 0, path=str(tmp_path / "missing"))
+
+
+def test_a_caching_mode_is_set_by_a_pagebuf_device(backing: str) -> None:
+    """The caching ioctl is the Device's: asked of a file that is not /dev/pagebuf, it
+    never reaches an ioctl on a stray file (the Device refuses at open), and no fd leaks."""
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(ModuleNotLoadedError, match="not a pagebuf device"):
+        PhysMem(0, 8, path=backing, sync=False, caching=uapi.CACHING_UC)
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_addresses_beyond_any_file_offset_refused(tmp_path: Path) -> None:
