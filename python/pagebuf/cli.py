@@ -10,13 +10,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import access, advice, cpus, doctor, errors, names, records, report
+from . import access, cpus, doctor, errors, names, records
 from .device import Buffer, Device, ModuleInfo
 from .physmem import PhysMem, PhysMemError
 from .results import ResultWriter, default_path, read_records
 
 if TYPE_CHECKING:
     from .experiment import RunParams
+    from .report import ArmRow
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -421,14 +422,21 @@ def _params(args: argparse.Namespace) -> RunParams:
     )  # fmt: skip
 
 
-def _print_rows(rows: list[report.ArmRow], as_json: bool) -> None:
+# report and advice are imported where used: a run needs them only once it has ended.
+
+
+def _print_rows(rows: list[ArmRow], as_json: bool) -> None:
+    from . import report
+
     if as_json:
         _print_json([r.to_dict() for r in rows])
     else:
         print(report.render_table(rows))
 
 
-def _read_run(path: str) -> tuple[dict[str, Any] | None, list[report.ArmRow]]:
+def _read_run(path: str) -> tuple[dict[str, Any] | None, list[ArmRow]]:
+    from . import report
+
     try:
         header, rows = report.summarize(read_records(path))
     except OSError as exc:
@@ -438,12 +446,14 @@ def _read_run(path: str) -> tuple[dict[str, Any] | None, list[report.ArmRow]]:
     return header, rows
 
 
-def _read_rows(path: str) -> list[report.ArmRow]:
+def _read_rows(path: str) -> list[ArmRow]:
     return _read_run(path)[1]
 
 
 def _print_recommendation(path: str) -> None:
     """After a compare run's table: what it showed and what to do (nothing for a run)."""
+    from . import advice
+
     rec = advice.for_records(read_records(path))
     if rec is not None:
         print(f"\n{rec.text}")
@@ -471,6 +481,8 @@ def run_experiment(args: argparse.Namespace) -> int:
     params = _params(args)
     experiment.check_params(params)
     path = args.output or str(default_path(f"pagebuf-{args.command}"))
+    from . import advice
+
     writer = advice.RecommendingWriter if args.command == "compare" else ResultWriter
     with Device(args.device) as dev, writer(path) as out:
         try:

@@ -26,15 +26,18 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, access, cpus, doctor, patterns, pressure, records, uapi
+from . import __version__, access, cpus, doctor, preload, pressure, records, uapi
 from .device import Buffer, Device
 from .errors import DMA_BOUNCED, PagebufError
-from .names import CONTROLS, MODES
+from .names import CONTROLS, MODES, PATTERNS
 from .physmem import PhysMem, PhysMemError
 from .results import ResultWriter
-from .verify import VerifyResult, cache_line_size, verify
+from .sysinfo import cache_line_size
+
+if TYPE_CHECKING:
+    from .verify import VerifyResult
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ def _no_progress(text: str | None) -> None:
 
 
 def _pattern_bytes(params: RunParams, buf: Buffer, generation: int) -> bytes:
+    from . import patterns
+
     return patterns.generate(
         params.pattern, phys_addr=buf.phys_addr, size=buf.size, generation=generation,
         seed=params.seed + buf.id,
@@ -136,6 +141,8 @@ MAX_LISTED = 4096
 
 def _check(mem: PhysMem, buf: Buffer, p: RunParams, gen: int, line: int) -> VerifyResult:
     """Verify one buffer through the user path: the mapping itself, or a read()."""
+    from .verify import verify
+
     spec = {"pattern": p.pattern, "phys_addr": buf.phys_addr, "generation": gen,
             "seed": p.seed + buf.id, "line_size": line, "max_reports": MAX_LISTED}  # fmt: skip
     with mem.snapshot() as data:
@@ -153,6 +160,7 @@ class Experiment:
         device_path: str | None = None,
         progress: Progress = _no_progress,
     ) -> None:
+        preload.start()  # numpy, while the setup below runs
         self.dev = dev
         self.params = params
         self.out = out
@@ -365,5 +373,5 @@ def check_params(p: RunParams) -> None:
         raise PagebufError(f"--inject-into {p.inject_into}: that arm is not in this run", E.EINVAL)
     if p.buffers < 1 or p.duration < 0 or p.interval <= 0 or p.inject_lines < 1:
         raise PagebufError("buffers and inject lines must be >= 1, interval > 0", E.EINVAL)
-    if p.pattern not in patterns.PATTERNS:
+    if p.pattern not in PATTERNS:
         raise PagebufError(f"unknown pattern {p.pattern!r}", E.EINVAL)

@@ -32,6 +32,21 @@ def bounced_by_force() -> bool:
     return swiotlb_forced(Path("/proc/cmdline").read_text())
 
 
+def test_sysfs_and_udev_find_the_same_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path (sysfs and /dev/pagebuf) and udev agree on the loaded module's node
+    and directory; udev is asked when /dev/pagebuf is not the device sysfs names."""
+    from pagebuf import discovery
+
+    monkeypatch.delenv(discovery.ENV_DEVICE, raising=False)
+    fast = discovery.find_device()
+    assert fast == discovery.DeviceNode(
+        Path("/dev/pagebuf"), Path("/sys/devices/virtual/misc/pagebuf")
+    )
+    monkeypatch.setattr(discovery, "DEVNODE", Path("/dev/null"))
+    via_udev = discovery.find_device()
+    assert via_udev == fast  # udev's own node: the fallback would have said /dev/null
+
+
 def test_module_info_matches_sysfs(dev: Device) -> None:
     info = dev.info()
     assert info.api_version == 3 == sysfs_int("version")
