@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 #   make                      build kmod/pagebuf.ko against KDIR
+#   make install              install it for KDIR's kernel (modules_install, depmod);
+#                             make uninstall removes it (README "Installing")
+#   make man                  man/pagebuf.1 from the CLI's parser
 #   make vm CMD='...'         boot KERNEL under QEMU, pagebuf.ko loaded, run CMD
 #                             (ARCH=arm64: an emulated arm64 guest, its own root filesystem)
 #   make rootfs ARCH=arm64    build the arm64 guest's root filesystem (once, cached)
@@ -8,6 +11,7 @@
 #   make test-debug           the module's own tests on the x86 debug kernel (KASAN, ...)
 #   make stress               long ioctl fuzz and stress on the x86 debug test kernel
 #   make check                checkpatch --strict, sparse, ruff
+#   make bench                bulk-path throughput against C, and how soon a run checks in a guest
 #   make setup                install what the above need (apt, pip); idempotent
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
@@ -27,7 +31,7 @@ APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev kmod cpio \
 	qemu-system-x86 busybox-static linux-image-amd64 linux-headers-amd64 \
 	sparse udev linux-source-6.12 memtester \
 	gcc-aarch64-linux-gnu qemu-system-arm qemu-user-static binfmt-support \
-	mmdebstrap arch-test
+	mmdebstrap arch-test dkms zsh groff-base chromium
 SETUP_STAMP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf/setup-$(shell \
 	cat pyproject.toml Makefile | md5sum | cut -c1-12)
 
@@ -49,6 +53,7 @@ VMARCH = $(if $(ARCH),--arch $(ARCH))
 GUEST_PYTHON = $(if $(filter arm64 aarch64,$(ARCH)),python3,$(PYTHON))
 
 .PHONY: all modules clean setup kernel kernels rootfs vm test test-host test-vm check bench \
+	install uninstall man \
 	stress test-debug
 
 all: modules
@@ -57,6 +62,45 @@ modules:
 	@test -d "$(KDIR)" || { echo "no kernel build tree at KDIR=$(KDIR):" \
 		"install linux-headers-$$(uname -r), pass KDIR=..., or use 'make vm'" >&2; exit 2; }
 	$(MAKE) -C "$(KDIR)" M="$(CURDIR)" modules
+
+# The kernel release KDIR builds for, as the module's vermagic says it (a Debian headers
+# tree's `make kernelrelease` gives the upstream version instead).
+KRELEASE = $(shell sed -n 's/^\#define UTS_RELEASE "\(.*\)"$$/\1/p' \
+	"$(KDIR)/include/generated/utsrelease.h" 2>/dev/null)
+INSTALL_MOD_DIR ?= extra
+MODDIR = $(INSTALL_MOD_PATH)/lib/modules/$(KRELEASE)/$(INSTALL_MOD_DIR)/kmod
+# modules_install signs with the tree's key where CONFIG_MODULE_SIG_ALL is set; a headers
+# package holds no key (Debian's), so there the module is installed unsigned, quietly.
+SIG_KEY = $(shell sed -n 's/^CONFIG_MODULE_SIG_KEY="\(.*\)"$$/\1/p' "$(KDIR)/.config" 2>/dev/null)
+NO_SIGN = $(if $(SIG_KEY),$(if $(filter pkcs11:%,$(SIG_KEY))$(wildcard $(SIG_KEY) \
+	$(KDIR)/$(SIG_KEY)),,CONFIG_MODULE_SIG_ALL=))
+DEPMOD = depmod $(if $(INSTALL_MOD_PATH),-b "$(INSTALL_MOD_PATH)") "$(KRELEASE)"
+
+# INSTALL_MOD_PATH=/some/root installs under that root instead of /.
+install: modules
+	@test -n "$(KRELEASE)" || { echo "no kernel release in $(KDIR)" >&2; exit 2; }
+	$(MAKE) -C "$(KDIR)" M="$(CURDIR)" INSTALL_MOD_DIR="$(INSTALL_MOD_DIR)" $(NO_SIGN) \
+		modules_install
+	$(DEPMOD)
+
+uninstall:
+	@test -n "$(KRELEASE)" || { echo "no kernel release in $(KDIR)" >&2; exit 2; }
+	rm -f "$(MODDIR)"/pagebuf.ko "$(MODDIR)"/pagebuf.ko.xz "$(MODDIR)"/pagebuf.ko.gz \
+		"$(MODDIR)"/pagebuf.ko.zst
+	rmdir "$(MODDIR)" 2>/dev/null || true
+	$(DEPMOD)
+
+# pagebuf(1), drawn from the CLI's argparse parser by argparse-manpage (`make setup`
+# installs it), with man/pagebuf.1.include's FILES and SEE ALSO.
+MANPAGE ?= man/pagebuf.1
+man:
+	@$(PYTHON) -c 'import argparse_manpage' 2>/dev/null || { echo "make man needs" \
+		"argparse-manpage: make setup, or pip install argparse-manpage" >&2; exit 2; }
+	$(PYTHON) -c 'from argparse_manpage.cli import main; main()' --module pagebuf.cli \
+		--function make_parser --prog pagebuf --project-name pagebuf \
+		--version "$$($(PYTHON) -c 'import pagebuf; print(pagebuf.__version__)')" \
+		--description "physical page buffers and /dev/mem cache-aliasing experiments" \
+		--manual-title "pagebuf manual" --include man/pagebuf.1.include --output "$(MANPAGE)"
 
 clean:
 	rm -f kmod/*.o kmod/*.ko kmod/*.mod kmod/*.mod.c kmod/.*.cmd kmod/modules.order \
@@ -163,12 +207,15 @@ $(CHECKPATCH): | $(SETUP_STAMP)
 # Throughput of the bulk paths against C memset/memcmp, on the host (no VM needed).
 bench: $(SETUP_STAMP)
 	$(PYTHON) bench/bench_integrity.py
+	$(PYTHON) bench/bench_startup.py
 
 # checkpatch --strict, sparse (against Debian's headers) and ruff must all be silent.
 check: $(CHECKPATCH)
 	perl $(CHECKPATCH) --no-tree --strict --quiet -f kmod/*.c kmod/include/uapi/*.h \
 		tests/vm/ptattr/*.c
-	@rm -rf "$(CACHE)/sparse" && mkdir -p "$(CACHE)/sparse" && cp -r Kbuild kmod "$(CACHE)/sparse/"
+	@rm -rf "$(CACHE)/sparse" && mkdir -p "$(CACHE)/sparse" && cp -r Kbuild kmod "$(CACHE)/sparse/" \
+		&& mkdir -p "$(CACHE)/sparse/python/pagebuf" \
+		&& cp python/pagebuf/__init__.py "$(CACHE)/sparse/python/pagebuf/"
 	@$(MAKE) -s -C "$(DEBIAN_KDIR)" M="$(CACHE)/sparse" C=2 W=1 modules 2>&1 \
 		| tee "$(CACHE)/sparse/log"; ! grep -E "warning|error" "$(CACHE)/sparse/log"
 	ruff check python tests bench

@@ -9,7 +9,6 @@ import sys
 import tempfile
 import time
 
-
 # Python as users have it: bytecode is cached (the first pass writes it), which a test
 # environment may have turned off.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

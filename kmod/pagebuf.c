@@ -1381,3 +1381,4 @@ module_exit(pagebuf_exit);
 MODULE_DESCRIPTION("Physical page buffers for studying /dev/mem cache aliasing");
 MODULE_AUTHOR("pagebuf developers");
 MODULE_LICENSE("GPL");
+MODULE_VERSION(PAGEBUF_VERSION);

@@ -1,6 +1,8 @@
 """Which path reaches a buffer's bytes, and the guard that keeps writes inside buffers.
 
 Paths ("via"):
+    auto      devmem where /dev/mem reaches RAM, else mmap-uc (CONFIG_STRICT_DEVMEM, no
+              /dev/mem, or with method "mmap" x86 PAT refusing the mapping)
     devmem    /dev/mem, O_SYNC unless cached: mmap, or read()/write() where x86 PAT
               refuses to mmap RAM (method "auto" falls back by itself, and says so)
     devmem-rw /dev/mem read()/write(): for RAM they copy through the kernel's cached
@@ -24,7 +26,10 @@ from .discovery import find_device
 from .errors import InvalidRequestError
 from .physmem import PhysMem, PhysMemError
 
-VIAS = ("devmem", "mmap-uc", "mmap-wc", "mmap-wb", "mmap-device")  # the `mem` commands'
+VIAS = ("auto", "devmem", "mmap-uc", "mmap-wc", "mmap-wb", "mmap-device")  # the `mem` commands'
+AUTO_NOTE = (
+    "note: /dev/mem does not reach RAM here; using /dev/pagebuf mapped uncached (--via mmap-uc)"
+)
 METHODS = ("auto", "mmap", "rw")
 _CACHING = {
     "mmap-uc": uapi.CACHING_UC,
@@ -65,9 +70,19 @@ def open_region(
     /dev/mem falls back to read()/write() (`devmem-rw`) where x86 PAT refuses the mmap.
     Never prints: the caller says what the user must hear. `device`: map /dev/pagebuf
     through this open file, as its file-owned buffers need."""
-    if via not in (*USER_PATHS, "devmem"):
+    if via not in (*USER_PATHS, "devmem", "auto"):
         raise InvalidRequestError(f"unknown access path {via!r}: one of {', '.join(VIAS)}",
                                   E.EINVAL)  # fmt: skip
+    if via == "auto":
+        # /dev/mem refused: STRICT_DEVMEM (EPERM), none (ENOENT), no CAP_SYS_RAWIO (EACCES);
+        # an mmap that must not fall back to read()/write(): x86 PAT's EINVAL too.
+        refused = (E.EPERM, E.EACCES, E.ENOENT) + ((E.EINVAL,) if method == "mmap" else ())
+        try:
+            return open_region(phys, size, via="devmem", cached=cached, method=method)
+        except PhysMemError as exc:
+            if exc.errno not in refused:
+                raise
+        via = "mmap-uc"
     if via == "devmem-rw":
         via, method = "devmem", "rw"
     if via == "devmem":

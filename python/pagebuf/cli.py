@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import io
 import json
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import access, cpus, doctor, errors, names, records
+from . import __version__, access, cpus, doctor, errors, names, records, versions
+from .completion import PrintCompletion
 from .device import Buffer, Device, ModuleInfo
 from .physmem import PhysMem, PhysMemError
 from .results import ResultWriter, default_path, read_records
 
 if TYPE_CHECKING:
     from .experiment import RunParams
+    from .labout import Outputs
     from .report import ArmRow
 
 Handler = Callable[[argparse.Namespace], int]
@@ -44,16 +51,22 @@ def _order(text: str) -> int:
 
 EXIT_CODES = {
     0: "success",
-    1: "corruption found (verify, run)",
-    2: "usage error",
-    3: "broken controls (run)",
+    1: "corruption found (verify, compare-views, run, compare, report)",
+    2: "usage error (an option or argument the parser refuses)",
+    3: "broken controls (run, compare, report)",
     4: "pagebuf module not loaded, or no device",
     5: "permission denied (no CAP_SYS_RAWIO, a read-only file, another file's buffer, x86 PAT)",
     6: "no such buffer",
     7: "limit reached or out of memory (max_bytes, dma_max_size)",
-    8: "invalid request",
-    9: "other operating-system error",
+    8: "invalid request (a value the module or pagebuf refuses, a file of no run records)",
+    9: "other operating-system error (a file that cannot be read or written, a CPU that "
+    "cannot go offline)",
+    10: "inconclusive, with --strict (run, compare, report)",
+    11: "internal error (a bug in pagebuf: PAGEBUF_DEBUG=1 prints the traceback)",
+    130: "interrupted (Ctrl-C)",
+    141: "stdout closed by its reader (as a Unix tool killed by SIGPIPE)",
 }
+EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 11, 130, 141
 # What an error exits with: the first class it is an instance of, most specific first.
 EXIT_FOR_ERROR: tuple[tuple[type[errors.PagebufError], int], ...] = (
     (errors.ModuleNotLoadedError, 4),
@@ -64,6 +77,7 @@ EXIT_FOR_ERROR: tuple[tuple[type[errors.PagebufError], int], ...] = (
     (PhysMemError, 8),
     (errors.PagebufError, 9),
 )
+STRICT_HELP = "exit 10 when the overall verdict is INCONCLUSIVE (else 0)"
 EPILOG = "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
 
 
@@ -82,6 +96,24 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def _seconds(minimum: float | None) -> Callable[[str], float]:
+    """A number of seconds: at least `minimum`, or above 0 when None."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"not a finite number of seconds: {text}")
+        if (value < minimum) if minimum is not None else (value <= 0):
+            rule = f">= {minimum:g}" if minimum is not None else "> 0"
+            raise argparse.ArgumentTypeError(f"must be {rule} seconds, not {text}")
+        return value
+
+    return parse
+
+
 def _positive(text: str) -> int:
     value = _int(text)
     if value < 1:
@@ -92,8 +124,9 @@ def _positive(text: str) -> int:
 def _add_access_args(p: argparse.ArgumentParser, kernel: bool = False) -> None:
     vias = (*access.VIAS, "kernel") if kernel else access.VIAS
     p.add_argument(
-        "--via", choices=vias, default="devmem",
-        help="access path (default devmem)" + ("; kernel: its cached linear map" if kernel else ""),
+        "--via", choices=vias, default="auto",
+        help="access path (auto: /dev/mem where it reaches RAM, else /dev/pagebuf uncached)"
+        + ("; kernel: its cached linear map" if kernel else ""),
     )  # fmt: skip
     p.add_argument(
         "--method",
@@ -104,6 +137,31 @@ def _add_access_args(p: argparse.ArgumentParser, kernel: bool = False) -> None:
     p.add_argument("--cached", action="store_true", help="devmem: open without O_SYNC")
 
 
+def _add_lab_args(p: argparse.ArgumentParser) -> None:
+    """run, compare, report: the verdicts as test results for a lab's CI (labout.py)."""
+    p.add_argument("--ktap", metavar="FILE", help="also write the verdicts as KTAP (- stdout)")
+    p.add_argument("--junit", metavar="FILE", help="also write the verdicts as JUnit XML")
+
+
+def _lab(args: argparse.Namespace, results: str) -> Outputs:
+    """The KTAP and JUnit files asked for, every output path checked before any work."""
+    from . import labout
+
+    html = getattr(args, "html", None)
+    if args.ktap == "-" and args.json:
+        raise errors.InvalidRequestError("--ktap - and --json both print to stdout: write one "
+                                         "of them to a file", errno.EINVAL)  # fmt: skip
+    if html == "-":
+        raise errors.InvalidRequestError("--html writes a file, not stdout", errno.EINVAL)
+    labout.check_outputs(results, args.ktap, args.junit, html)
+    return labout.Outputs(results, args.ktap, args.junit, args.strict)
+
+
+def _human_output(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """Where the table goes: stderr when stdout carries the KTAP."""
+    return contextlib.redirect_stdout(sys.stderr) if args.ktap == "-" else contextlib.nullcontext()
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pagebuf",
@@ -112,6 +170,9 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--device", metavar="PATH", help="device node (default: found through udev)")
+    p.add_argument("--version", action="version", version=versions.describe_package(),
+                   help="print pagebuf's version and the module interface it speaks")  # fmt: skip
+    p.add_argument("--print-completion", action=PrintCompletion)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of")
 
     a = sub.add_parser("alloc", help="allocate 2^ORDER pages; the buffer outlives the command")
@@ -119,6 +180,8 @@ def make_parser() -> argparse.ArgumentParser:
     a.add_argument("--order", type=_order, required=True, help="log2 of the number of pages")
     a.add_argument("--dma", action="store_true", help="also dma_map_page() it, bidirectional")
     a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.add_argument("-q", "--quiet", action="store_true",
+                   help="print the physical address alone (a=$(pagebuf alloc -q ...))")  # fmt: skip
 
     ls = sub.add_parser("list", help="list every buffer")
     ls.set_defaults(handler=_on_device(run_list))
@@ -134,6 +197,7 @@ def make_parser() -> argparse.ArgumentParser:
     which = f.add_mutually_exclusive_group(required=True)
     which.add_argument("id", type=_buffer_id, nargs="?", help="the buffer to free")
     which.add_argument("--all", action="store_true", help="free every buffer this file may free")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
 
     s = sub.add_parser("status", help="module version, limits and use")
     s.set_defaults(handler=_on_device(run_status))
@@ -143,14 +207,17 @@ def make_parser() -> argparse.ArgumentParser:
     m.set_defaults(handler=run_mem)
     msub = m.add_subparsers(dest="mem_command", required=True, metavar="read|write",
                             help="read or write")  # fmt: skip
-    mr = msub.add_parser("read", help="read WIDTH-bit values (busybox devmem ADDR WIDTH)")
+    mr = msub.add_parser("read", help="read WIDTH-bit values: ADDR [WIDTH], as busybox devmem")
     mr.add_argument("addr", type=_int, help="physical address")
+    mr.add_argument("width_arg", nargs="?", type=_width, metavar="WIDTH",
+                    help="8, 16, 32 or 64, as --width")  # fmt: skip
     mr.add_argument("--count", type=_positive, default=1, help="consecutive values (default 1)")
-    mw = msub.add_parser("write", help="write one value (busybox devmem ADDR WIDTH VALUE)")
+    mw = msub.add_parser("write", help="write one value: ADDR [WIDTH] VALUE, as busybox devmem")
     mw.add_argument("addr", type=_int, help="physical address")
-    mw.add_argument("value", type=_int, help="value to store")
+    mw.add_argument("rest", nargs="+", type=_int, metavar="[WIDTH] VALUE",
+                    help="the value to store, after its width if given (as --width)")  # fmt: skip
     for mp in (mr, mw):
-        mp.add_argument("--width", type=int, choices=(8, 16, 32, 64), default=32,
+        mp.add_argument("--width", type=_width, default=None,
                         help="bits per access, one load or store of exactly that (32)")  # fmt: skip
         _add_access_args(mp)
         mp.add_argument("--force", action="store_true", help="allow addresses outside buffers")
@@ -183,7 +250,8 @@ def make_parser() -> argparse.ArgumentParser:
         )
         _add_access_args(fp, kernel=True)
     ve.add_argument("--max-reports", type=_positive, default=64, help="lines listed (64)")
-    ve.add_argument("--json", action="store_true", help="print one JSON object")
+    for fp in (fl, ve):
+        fp.add_argument("--json", action="store_true", help="print one JSON object")
 
     cv = sub.add_parser("compare-views", help="the user's view and the kernel's, side by side")
     cv.set_defaults(handler=_on_device(run_compare_views))
@@ -196,7 +264,7 @@ def make_parser() -> argparse.ArgumentParser:
     for name, text in (("run", "one corruption-reproduction experiment (an arm plus controls)"),
                        ("compare", "every arm side by side, with the same seed")):  # fmt: skip
         r = sub.add_parser(name, help=text)
-        r.set_defaults(handler=_as_experiment(run_experiment))
+        r.set_defaults(handler=run_experiment)
         if name == "run":
             r.add_argument("--mode", choices=names.MODES, default="cached",
                            help="the arm to run, besides the controls (cached)")  # fmt: skip
@@ -204,12 +272,15 @@ def make_parser() -> argparse.ArgumentParser:
         r.add_argument("--buffers", type=_positive, default=4, help="buffers per arm (4)")
         r.add_argument("--order", type=_order, default=4, help="order of each buffer (4)")
         r.add_argument("--seed", type=_int, default=1, help="one seed for every arm (1)")
-        r.add_argument("--pattern", default="tagged", help="tagged, random, walking-ones, ...")
+        r.add_argument("--pattern", choices=names.PATTERNS, default="tagged",
+                       help="what the buffers hold (tagged: each word names its address and "
+                       "generation)")  # fmt: skip
         r.add_argument("--via", choices=access.RUN_VIAS, default="auto",
                        help="user path (auto: /dev/mem mmap O_SYNC, else /dev/pagebuf "
                        "uncached; devmem-rw and mmap-wb are cached)")  # fmt: skip
-        r.add_argument("--duration", type=float, default=5.0, help="seconds per arm (5)")
-        r.add_argument("--interval", type=float, default=1.0, help="seconds between checks (1)")
+        r.add_argument("--duration", type=_seconds(0), default=5.0, help="seconds per arm (5)")
+        r.add_argument("--interval", type=_seconds(None), default=1.0,
+                       help="seconds between checks (1)")  # fmt: skip
         r.add_argument(
             "--pressure",
             choices=names.PRESSURES,
@@ -222,12 +293,18 @@ def make_parser() -> argparse.ArgumentParser:
                        help="how many lines the injection control makes stale (8)")  # fmt: skip
         r.add_argument("--output", help="JSON Lines file (default: timestamped, here)")
         r.add_argument("--json", action="store_true", help="print the rows as JSON")
+        r.add_argument("--strict", action="store_true", help=STRICT_HELP)
+        _add_lab_args(r)
 
     rep = sub.add_parser("report", help="re-render a run's JSON Lines; --plot draws it")
-    rep.set_defaults(handler=_as_experiment(run_report))
+    rep.set_defaults(handler=run_report)
     rep.add_argument("file", help="a run's JSON Lines (its --output)")
     rep.add_argument("--plot", metavar="OUT", help="write a plot (.svg, .png or .pdf)")
     rep.add_argument("--json", action="store_true", help="print the rows as JSON")
+    rep.add_argument("--strict", action="store_true", help=STRICT_HELP)
+    _add_lab_args(rep)
+    rep.add_argument("--html", metavar="OUT.html",
+                     help="write one self-contained page: table, plots, doctor")  # fmt: skip
 
     c = sub.add_parser("cpus", help="CPUs taken offline by single-cpu runs")
     c.set_defaults(handler=run_cpus)
@@ -237,6 +314,11 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="what this machine does with RAM behind /dev/mem")
     d.set_defaults(handler=run_doctor)
     d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.add_argument("--bundle", metavar="OUT.tar.gz",
+                   help="also pack what a bug report needs into this new file")  # fmt: skip
+    d.add_argument("--run", action="append", metavar="FILE",
+                   help="--bundle: this run's JSON Lines (repeatable; default: the newest "
+                   "pagebuf-*.jsonl run here)")  # fmt: skip
     return p
 
 
@@ -272,18 +354,66 @@ def _table(bufs: list[Buffer]) -> str:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
+    if args.run and not args.bundle:
+        raise errors.InvalidRequestError("--run names the runs of a --bundle", errno.EINVAL)
+    if args.bundle and os.path.lexists(args.bundle):  # before the probes, as after them
+        raise errors.PagebufError(f"{args.bundle}: already exists; pick another --bundle",
+                                  errno.EEXIST)  # fmt: skip
     report = doctor.diagnose(lambda: Device(args.device))
     if args.json:
         _print_json(report.to_dict())
-        return 0
-    for f in report.findings:
-        detail = f" ({f.detail})" if f.detail else ""
-        print(f"[{f.verdict:>4}] {f.name}: {f.value}{detail}")
-    print(f"=> {doctor.summary(report)}")
+    else:
+        print(doctor.render(report))
+    if args.bundle:
+        from . import bundle
+
+        members, missing = bundle.collect(report, lambda: _status_json(args.device), args.run,
+                                          Path.cwd())  # fmt: skip
+        names = bundle.write(args.bundle, members, missing)
+        print(f"bundle: {args.bundle} ({len(names)} files)", file=sys.stderr)
+        for why in missing:
+            print(f"bundle: not included: {why}", file=sys.stderr)
     return 0
 
 
+def _status_json(device: str | None) -> str:
+    """What `pagebuf status --json` prints (its errors raised), for doctor --bundle."""
+    args = make_parser().parse_args([*(["--device", device] if device else []), "status",
+                                     "--json"])  # fmt: skip
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        args.handler(args)
+    return out.getvalue()
+
+
+def _width(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if value not in (8, 16, 32, 64):
+        raise argparse.ArgumentTypeError(f"a width is 8, 16, 32 or 64 bits, not {text!r}")
+    return value
+
+
+def _mem_operands(args: argparse.Namespace) -> None:
+    """busybox devmem's order, ADDR [WIDTH [VALUE]], beside --width: one width, 32 unless
+    given, and the value of a write."""
+    given = getattr(args, "width_arg", None)
+    if args.mem_command == "write":
+        if len(args.rest) > 2:
+            raise errors.InvalidRequestError("mem write takes ADDR [WIDTH] VALUE", errno.EINVAL)
+        if len(args.rest) == 2:
+            given = _width(str(args.rest[0]))
+        args.value = args.rest[-1]
+    if given is not None and args.width is not None and given != args.width:
+        raise errors.InvalidRequestError(f"width {given} and --width {args.width} disagree",
+                                         errno.EINVAL)  # fmt: skip
+    args.width = given or args.width or 32
+
+
 def run_mem(args: argparse.Namespace) -> int:
+    _mem_operands(args)
     nbytes = args.width // 8
     count = args.count if args.mem_command == "read" else 1
     if args.mem_command == "write" and not 0 <= args.value < 1 << args.width:
@@ -293,16 +423,17 @@ def run_mem(args: argparse.Namespace) -> int:
     if not args.force:
         with Device(args.device) as dev:
             access.owning_buffer(dev, args.addr, nbytes * count)
-    mem, _taken = _open_range(args, args.addr, nbytes * count)
+    mem, taken = _open_range(args, args.addr, nbytes * count)
     with mem:
         if args.mem_command == "write":
             mem.write(0, args.width, args.value)
             if args.json:
-                _print_json({"phys_addr": args.addr, "width": args.width, "value": args.value})
+                _print_json({"phys_addr": args.addr, "width": args.width, "value": args.value,
+                             "via": taken})  # fmt: skip
             return 0
         values = [mem.read(i * nbytes, args.width) for i in range(count)]
     if args.json:
-        _print_json({"phys_addr": args.addr, "width": args.width, "values": values})
+        _print_json({"phys_addr": args.addr, "width": args.width, "values": values, "via": taken})
     else:
         print("\n".join(f"0x{v:0{args.width // 4}X}" for v in values))
     return 0
@@ -313,8 +444,10 @@ def _open_range(args: argparse.Namespace, phys: int, size: int) -> tuple[PhysMem
     from what was asked is said on stderr."""
     mem, taken = access.open_region(phys, size, via=args.via, cached=args.cached,
                                     method=args.method, device_path=args.device)  # fmt: skip
-    if taken != args.via:
+    if taken == "devmem-rw" and args.method == "auto":
         print(f"pagebuf: {access.FALLBACK_NOTE}", file=sys.stderr)
+    elif args.via == "auto" and not taken.startswith("devmem"):
+        print(f"pagebuf: {access.AUTO_NOTE}", file=sys.stderr)
     return mem, taken
 
 
@@ -351,12 +484,19 @@ def run_fill(args: argparse.Namespace, dev: Device) -> int:
     buf = dev.buffer(args.id)
     spec = {"pattern": args.pattern, "phys_addr": buf.phys_addr, "generation": args.generation,
             "seed": args.seed, "value": args.value}  # fmt: skip
+    taken = "kernel"
     if args.via == "kernel":
         dev.kwrite(buf.id, 0, verify.expected(size=buf.size, **spec).tobytes())
-        return 0
-    mem, _taken = _open_range(args, buf.phys_addr, buf.size)
-    with mem:
-        mem.fill(lambda target: verify.fill(target, **spec))
+    else:
+        mem, taken = _open_range(args, buf.phys_addr, buf.size)
+        with mem:
+            mem.fill(lambda target: verify.fill(target, **spec))
+    done = {"id": buf.id, "bytes": buf.size, "via": taken, **spec}
+    if args.json:
+        _print_json(done)
+    else:
+        print(f"filled buffer {buf.id}: {buf.size} bytes of {args.pattern} (generation "
+              f"{args.generation}) via {taken}")  # fmt: skip
     return 0
 
 
@@ -418,7 +558,7 @@ def _params(args: argparse.Namespace) -> RunParams:
         arms=arms, buffers=args.buffers, order=args.order, seed=args.seed,
         pattern=args.pattern, via=args.via, duration=args.duration, interval=args.interval,
         pressure=args.pressure, busy_cpus=args.busy_cpus, inject_into=args.inject_into,
-        inject_lines=args.inject_lines,
+        inject_lines=args.inject_lines, strict=args.strict,
     )  # fmt: skip
 
 
@@ -442,12 +582,8 @@ def _read_run(path: str) -> tuple[dict[str, Any] | None, list[ArmRow]]:
     except OSError as exc:
         raise errors.PagebufError(f"{path}: {exc.strerror}", exc.errno) from None
     if header is None and not rows:
-        raise errors.PagebufError(f"{path}: no pagebuf run records in it", errno.EINVAL)
+        raise errors.InvalidRequestError(f"{path}: no pagebuf run records in it", errno.EINVAL)
     return header, rows
-
-
-def _read_rows(path: str) -> list[ArmRow]:
-    return _read_run(path)[1]
 
 
 def _print_recommendation(path: str) -> None:
@@ -484,15 +620,26 @@ def run_experiment(args: argparse.Namespace) -> int:
     from . import advice
 
     writer = advice.RecommendingWriter if args.command == "compare" else ResultWriter
-    with Device(args.device) as dev, writer(path) as out:
+    lab = _lab(args, path)
+    with Device(args.device) as dev, writer(path) as out, lab:  # lab: written however it ends
         try:
-            results = experiment.Experiment(dev, params, out, args.device, Progress()).run()
+            experiment.Experiment(dev, params, lab.follow(out), args.device, Progress()).run()
         finally:
             print(f"results: {path}", file=sys.stderr)
-    _print_rows(_read_rows(path), args.json)
+    with _human_output(args):
+        return _conclude(path, args)
+
+
+def _conclude(path: str, args: argparse.Namespace) -> int:
+    """A run's file as a table, what it recommends and its overall verdict; the exit code
+    that verdict gives (records.rows_exit_code)."""
+    header, rows = _read_run(path)
+    _print_rows(rows, args.json)
     if not args.json:
         _print_recommendation(path)
-    return records.exit_code(r.verdict for r in results)
+        verdict, reason = records.overall(header, rows)
+        print(f"\noverall: {verdict}: {reason}")
+    return records.rows_exit_code(header, rows, args.strict)
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -500,14 +647,19 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.plot:
         check_output(args.plot)
-    header, rows = _read_run(args.file)
-    _print_rows(rows, args.json)
-    if not args.json:
-        _print_recommendation(args.file)
+    lab = _lab(args, args.file)
+    with _human_output(args):
+        code = _conclude(args.file, args)
     if args.plot:
         plot(read_records(args.file), args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
-    return records.rows_exit_code(header, rows)
+    lab.write()
+    if args.html:
+        from . import htmlreport
+
+        htmlreport.write(args.file, args.html, args.strict)
+        print(f"html: {args.html}", file=sys.stderr)
+    return code
 
 
 def run_cpus(args: argparse.Namespace) -> int:
@@ -531,23 +683,12 @@ def _on_device(fn: Callable[[argparse.Namespace, Device], int]) -> Handler:
     return handler
 
 
-def _as_experiment(fn: Handler) -> Handler:
-    """run, compare and report: any error of theirs exits 2 (usage or environment), which
-    keeps 1 and 3 for what a run found."""
-
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except errors.PagebufError as exc:
-            _complain(exc)
-            return names.EXIT_ENV
-
-    return handler
-
-
 def run_alloc(args: argparse.Namespace, dev: Device) -> int:
     buf = dev.alloc(args.order, dma=args.dma)
-    _print_json(buf.to_dict()) if args.json else print(_describe(buf))
+    if args.quiet:
+        print(f"0x{buf.phys_addr:x}")
+    else:
+        _print_json(buf.to_dict()) if args.json else print(_describe(buf))
     return 0
 
 
@@ -565,13 +706,20 @@ def run_info(args: argparse.Namespace, dev: Device) -> int:
 
 def run_free(args: argparse.Namespace, dev: Device) -> int:
     if args.all:
-        print(f"freed {dev.free_all()} buffer(s)")
+        freed = dev.free_all()
     else:
         dev.free(args.id)
+        freed = 1
+    if args.json:
+        _print_json({"freed": freed} if args.all else {"freed": freed, "id": args.id})
+    else:
+        print(f"freed {freed} buffer(s)" if args.all else f"freed buffer {args.id}")
     return 0
 
 
 def _status_value(info: ModuleInfo, key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if key != "dma_max_size":
         return str(value)
     if info.api_version < 3:
@@ -584,11 +732,16 @@ def _status_value(info: ModuleInfo, key: str, value: Any) -> str:
 def run_status(args: argparse.Namespace, dev: Device) -> int:
     """Version, limits, use and features; then, in words, what they rule out here."""
     info = dev.info()
-    status = {**info.to_dict(), "cache_ops": doctor.cache_ops_of(dev) or "unknown"}
+    status = {**info.to_dict(), "cache_ops": doctor.cache_ops_of(dev) or "unknown",
+              "module_version": versions.module_version() or "unknown",
+              "package": __version__}  # fmt: skip
+    mismatch = versions.api_mismatch(info.api_version)
     if args.json:
-        _print_json({**status, "notes": info.notes()})
+        _print_json({**status, "api_mismatch": mismatch, "notes": info.notes()})
         return 0
     print("\n".join(f"{k:<14} {_status_value(info, k, v)}" for k, v in status.items()))
+    if mismatch:
+        print(mismatch)
     for note in info.notes():
         print(f"note: {note}")
     return 0
@@ -597,9 +750,22 @@ def run_status(args: argparse.Namespace, dev: Device) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
     except errors.PagebufError as exc:
         _complain(exc)
         return exit_code_of(exc)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`pagebuf doctor | head -1`): stop quietly, as Unix tools
+        # do, and leave nothing for the interpreter to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+    except Exception as exc:  # a bug: never exit 1, which says "corruption found"
+        if os.environ.get("PAGEBUF_DEBUG"):
+            traceback.print_exc()
+        print(f"pagebuf: internal error: {type(exc).__name__}: {exc} (a bug: please report "
+              "it with the traceback PAGEBUF_DEBUG=1 prints)", file=sys.stderr)  # fmt: skip
+        return EXIT_INTERNAL

@@ -47,11 +47,27 @@ def find_device(path: str | os.PathLike[str] | None = None) -> DeviceNode:
     found = _from_sysfs()
     if found is not None:
         return found
-    import pyudev  # only here: the usual case needs no udev
-
     try:
+        import pyudev  # only here: the usual case needs no udev
+
         dev = pyudev.Devices.from_name(pyudev.Context(), "misc", "pagebuf")
+    except ImportError:  # no libudev (busybox, mdev): sysfs names the device, not its node
+        return _without_udev()
     except pyudev.DeviceNotFoundError:
         raise ModuleNotLoadedError(NOT_LOADED) from None
     devnode = dev.device_node or str(DEVNODE)
     return DeviceNode(Path(devnode), Path(dev.sys_path))
+
+
+def _without_udev() -> DeviceNode:
+    """Where udev cannot be asked and DEVNODE is not the device: say how to name it."""
+    try:
+        number = (SYSFS / "dev").read_text().strip()
+    except OSError:
+        raise ModuleNotLoadedError(NOT_LOADED) from None
+    what = "is another device" if DEVNODE.exists() else "does not exist"
+    raise ModuleNotLoadedError(
+        f"pagebuf is loaded (device {number}) but {DEVNODE} {what}, and udev cannot be asked "
+        f"(no libudev): create the node (`mknod {DEVNODE} c {number.replace(':', ' ')}`), "
+        f"or name it with --device or ${ENV_DEVICE}"
+    )

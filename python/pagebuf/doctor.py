@@ -80,13 +80,19 @@ def kconfig_paths(release: str | None = None) -> list[Path]:
 
 def read_kconfig(paths: list[Path] | None = None) -> tuple[dict[str, str], str | None]:
     """The running kernel's config and where it came from (None if nowhere)."""
+    text, source = read_kconfig_text(paths)
+    return (parse_kconfig(text) if source is not None else {}), source
+
+
+def read_kconfig_text(paths: list[Path] | None = None) -> tuple[str, str | None]:
+    """The first readable config's text (decompressed) and its path; ("", None) if none."""
     for path in kconfig_paths() if paths is None else paths:
         try:
             raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         except OSError:
             continue
-        return parse_kconfig(raw.decode(errors="replace")), str(path)
-    return {}, None
+        return raw.decode(errors="replace"), str(path)
+    return "", None
 
 
 def parse_kconfig(text: str) -> dict[str, str]:
@@ -493,6 +499,13 @@ def diagnose(open_device: Callable[[], Device] = Device) -> Report:
         except PagebufError as exc:  # e.g. the module's page quota is used up
             report.add("live probes", "warn", "not run", exc.message)
     return report
+
+
+def render(report: Report) -> str:
+    """The report as `pagebuf doctor` prints it: a finding a line, then which case this is."""
+    lines = [f"[{f.verdict:>4}] {f.name}: {f.value}" + (f" ({f.detail})" if f.detail else "")
+             for f in report.findings]  # fmt: skip
+    return "\n".join([*lines, f"=> {summary(report)}"])
 
 
 def summary(report: Report) -> str:

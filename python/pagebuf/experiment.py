@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, access, cpus, doctor, preload, pressure, records, uapi
 from .device import Buffer, Device
-from .errors import DMA_BOUNCED, PagebufError
+from .errors import DMA_BOUNCED, InvalidRequestError
 from .names import CONTROLS, MODES, PATTERNS
 from .physmem import PhysMem, PhysMemError
 from .results import ResultWriter
@@ -56,6 +56,7 @@ class RunParams:
     busy_cpus: bool = False
     inject_into: str | None = None
     inject_lines: int = 8
+    strict: bool = False  # an INCONCLUSIVE run exits records.EXIT_INCONCLUSIVE, not 0
 
 
 @dataclass
@@ -114,19 +115,17 @@ def open_user_path(buf: Buffer, via: str, device_path: str | None,
     the module's uncached mmap; a cached path only by name (`devmem-rw`, `mmap-wb`). `dev`:
     the open file that allocated the buffer, the only one a file-owned buffer maps through."""
     if via not in access.RUN_VIAS:
-        raise PagebufError(f"unknown user path {via!r}: one of {', '.join(access.RUN_VIAS)}",
+        raise InvalidRequestError(f"unknown user path {via!r}: one of {', '.join(access.RUN_VIAS)}",
                            E.EINVAL)  # fmt: skip
-    if via in ("auto", "devmem"):
+    if via == "devmem":
         try:
             return access.open_region(buf.phys_addr, buf.size, via="devmem", method="mmap")
         except PhysMemError as exc:
-            if via == "devmem" and exc.errno == E.EINVAL:
-                raise PagebufError(access.DEVMEM_PAT, E.EINVAL) from None
-            if via == "devmem" or exc.errno not in (E.EPERM, E.EINVAL, E.ENOENT, E.EACCES):
-                raise
-        via = "mmap-uc"
-    return access.open_region(buf.phys_addr, buf.size, via=via, device_path=device_path,
-                              device=dev)  # fmt: skip
+            if exc.errno == E.EINVAL:
+                raise InvalidRequestError(access.DEVMEM_PAT, E.EINVAL) from None
+            raise
+    return access.open_region(buf.phys_addr, buf.size, via=via, method="mmap",
+                              device_path=device_path, device=dev)  # fmt: skip
 
 
 def _inject_targets(params: RunParams, bufs: list[Buffer], line: int) -> list[tuple[Buffer, int]]:
@@ -193,9 +192,13 @@ class Experiment:
                             "note": result.note, "corrupted_lines": len(result.corrupted),
                             "injected_lines": len(result.injected),
                             "access": result.access})  # fmt: skip
-        code = records.exit_code(r.verdict for r in results)
+        p = self.params
+        verdict, reason = records.overall_of(p.arms, p.inject_into,
+                                             [(r.arm, r.verdict) for r in results])  # fmt: skip
+        code = records.exit_code((r.verdict for r in results), verdict, p.strict)
         self.out.write({"type": "summary", "exit_code": code,
-                        "verdicts": {r.arm: r.verdict for r in results}})  # fmt: skip
+                        "verdicts": {r.arm: r.verdict for r in results},
+                        "overall": verdict, "overall_reason": reason})  # fmt: skip
         return results
 
     def _skip_reason(self, arm: str) -> str | None:
@@ -265,7 +268,7 @@ class Experiment:
         used = access.describe_path(taken.pop()) if len(taken) == 1 else None
         if used is None:  # auto found /dev/mem for some buffers and not others
             paths = ", ".join(sorted(taken))
-            raise PagebufError(f"--via {p.via} took different paths for one arm's buffers "
+            raise InvalidRequestError(f"--via {p.via} took different paths for one arm's buffers "
                                f"({paths}): name one with --via", E.EINVAL)  # fmt: skip
         self.out.write({"type": "access", "arm": arm, **used})
         gen = 2
@@ -364,14 +367,22 @@ class Experiment:
 
 
 def check_params(p: RunParams) -> None:
+    """Refuse parameters no run can take, naming the option (the CLI's own checks catch
+    them first; this is for library callers)."""
     known = MODES + CONTROLS
     bad = [a for a in p.arms if a not in known]
     if bad or not p.arms:
-        raise PagebufError(f"unknown arm(s) {', '.join(bad) or '(none)'}: use {', '.join(known)}",
-                           E.EINVAL)  # fmt: skip
+        raise InvalidRequestError(f"unknown arm(s) {', '.join(bad) or '(none)'}: use "
+                                  f"{', '.join(known)}", E.EINVAL)  # fmt: skip
     if p.inject_into is not None and p.inject_into not in p.arms:
-        raise PagebufError(f"--inject-into {p.inject_into}: that arm is not in this run", E.EINVAL)
-    if p.buffers < 1 or p.duration < 0 or p.interval <= 0 or p.inject_lines < 1:
-        raise PagebufError("buffers and inject lines must be >= 1, interval > 0", E.EINVAL)
+        raise InvalidRequestError(f"--inject-into {p.inject_into}: that arm is not in this run",
+                                  E.EINVAL)  # fmt: skip
+    for name, ok, rule in (("--buffers", p.buffers >= 1, ">= 1"),
+                           ("--duration", p.duration >= 0, ">= 0"),
+                           ("--interval", p.interval > 0, "> 0"),
+                           ("--inject-lines", p.inject_lines >= 1, ">= 1")):  # fmt: skip
+        if not ok:
+            raise InvalidRequestError(f"{name} must be {rule}", E.EINVAL)
     if p.pattern not in PATTERNS:
-        raise PagebufError(f"unknown pattern {p.pattern!r}", E.EINVAL)
+        raise InvalidRequestError(f"unknown pattern {p.pattern!r}: one of {', '.join(PATTERNS)}",
+                                  E.EINVAL)  # fmt: skip

@@ -10,17 +10,18 @@ A run writes JSON Lines (results.ResultWriter), one record a line, each with a `
                `bad` lists [offset, class] of at most `listed` of them, and
                `bad_truncated` says when the list was cut
   arm_summary  per arm, at its end: `verdict`, `note`, `access`
-  summary      once, last: `exit_code` and every arm's verdict
+  summary      once, last: `exit_code`, every arm's verdict, and the run's `overall`
+               verdict with its `overall_reason`
 
 `summarize()` rebuilds one row per arm from them, the check records alone if need be (a
 file cut off mid-run renders as far as it goes), and feeds the table (report), the plot
-and the recommendation (advice) alike. `exit_code()` is the only place a set of
-verdicts becomes an exit status.
+and the recommendation (advice) alike. `overall()` turns a run's rows into its one
+verdict, and `exit_code()` is the only place verdicts become an exit status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,28 +42,90 @@ VERDICTS = {
     "skipped": "the arm did not run, for the reason in its note",
     "incomplete": "the run ended before the arm's summary",
 }
-EXIT_CLEAN, EXIT_CORRUPT, EXIT_BROKEN = 0, 1, 3
+EXIT_CLEAN, EXIT_CORRUPT, EXIT_BROKEN, EXIT_INCONCLUSIVE = 0, 1, 3, 10
+
+# A run's one verdict, over all its arms (overall()).
+OVERALL = {
+    "PASS": "no corruption, and the controls showed that this run could have found it",
+    "FAIL": "corruption found",
+    "BROKEN": "a control failed: the detector cannot be trusted, no verdict stands",
+    "INCONCLUSIVE": "no corruption found, but this run could not have shown it (the reason "
+    "says why)",
+}
 
 
-def exit_code(verdicts: Iterable[str]) -> int:
-    """A run's exit status: broken controls over corruption over clean."""
+NO_FIRE = (
+    "the positive control did not fire: the aliases stayed coherent here (an emulator, or "
+    "a coherent platform), so clean arms show nothing"
+)
+
+
+def exit_code(verdicts: Iterable[str], overall: str | None = None, strict: bool = False) -> int:
+    """A run's exit status: broken controls over corruption over clean; with `strict`,
+    an INCONCLUSIVE overall verdict exits EXIT_INCONCLUSIVE instead of 0."""
     seen = set(verdicts)
     if "broken" in seen:
         return EXIT_BROKEN
-    return EXIT_CORRUPT if "corrupted" in seen else EXIT_CLEAN
+    if "corrupted" in seen:
+        return EXIT_CORRUPT
+    return EXIT_INCONCLUSIVE if strict and overall == "INCONCLUSIVE" else EXIT_CLEAN
 
 
-def rows_exit_code(header: dict[str, Any] | None, rows: Iterable[ArmRow]) -> int:
-    """exit_code() of a file's rows: an arm cut off (no summary) after it found lines that
+def _effective(header: dict[str, Any] | None, rows: Iterable[ArmRow]) -> list[tuple[str, str]]:
+    """(arm, verdict) per row, where an arm cut off (no summary) after it found lines that
     were not injected counts as corrupted, not as clean."""
     params = (header or {}).get("params") or {}
     injecting = {"inject", params.get("inject_into")}
-    return exit_code(
-        "corrupted"
+    return [
+        (r.arm, "corrupted")
         if r.verdict == "incomplete" and r.corrupted_lines and r.arm not in injecting
-        else r.verdict
+        else (r.arm, r.verdict)
         for r in rows
-    )
+    ]
+
+
+def rows_exit_code(header: dict[str, Any] | None, rows: list[ArmRow], strict: bool = False) -> int:
+    """exit_code() of a file's rows, as its overall verdict has it."""
+    verdict, _ = overall(header, rows)
+    return exit_code((v for _, v in _effective(header, rows)), verdict, strict)
+
+
+def overall(header: dict[str, Any] | None, rows: list[ArmRow]) -> tuple[str, str]:
+    """overall_of() a file: the arms its header asked for, and its rows."""
+    params = (header or {}).get("params") or {}
+    asked = [str(a) for a in params.get("arms") or [r.arm for r in rows]]
+    return overall_of(asked, params.get("inject_into"), _effective(header, rows))
+
+
+def overall_of(
+    asked: Sequence[str], inject_into: str | None, verdicts: list[tuple[str, str]]
+) -> tuple[str, str]:
+    """A run's one verdict (a key of OVERALL) and its reason in words, from the arms it
+    asked for and the (arm, verdict) of those that ran.
+
+    BROKEN if a control failed; FAIL if any arm found corruption; otherwise PASS only if
+    every arm asked for ran to its end, the positive control fired (this platform can
+    corrupt, so a clean mitigation means something) and an injection was found (the
+    detector works); else INCONCLUSIVE, with every reason."""
+    broken = [a for a, v in verdicts if v == "broken"]
+    if broken:
+        return "BROKEN", f"the detector failed its injection check in {', '.join(broken)}"
+    corrupted = [a for a, v in verdicts if v == "corrupted"]
+    if corrupted:
+        return "FAIL", f"corruption in {', '.join(corrupted)}"
+    ran = dict(verdicts)
+    reasons = [f"{a} never ran (the run was cut)" for a in asked if a not in ran]
+    reasons += [f"{a} was cut off" for a, v in verdicts if v == "incomplete"]
+    reasons += [f"{a} was skipped" for a, v in verdicts if v == "skipped"]
+    if "positive" not in asked:
+        reasons.append("no positive control ran, so nothing shows this platform can corrupt")
+    elif ran.get("positive") == "did-not-fire":
+        reasons.append(NO_FIRE)
+    if "inject" not in asked and not inject_into:
+        reasons.append("no injection ran, so nothing shows the detector finds corruption")
+    if reasons:
+        return "INCONCLUSIVE", "; ".join(reasons)
+    return "PASS", OVERALL["PASS"]
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,12 @@ from .records import ArmRow, Check, parse_check, summarize
 __all__ = ["ArmRow", "Check", "parse_check", "render_table", "summarize"]
 
 
+COLUMNS = ("ARM", "VIA", "CHECKED", "CORRUPT", "FIRST(s)", "STALE", "FOREIGN", "RANDOM", "MB/s",
+           "VERDICT")  # fmt: skip
+
+
 def render_table(rows: list[ArmRow]) -> str:
-    head = ("ARM", "VIA", "CHECKED", "CORRUPT", "FIRST(s)", "STALE", "FOREIGN", "RANDOM",
-            "MB/s", "VERDICT")  # fmt: skip
+    head = COLUMNS
     body = [
         (
             r.arm,

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # PAGEBUF_REQUIRE_KERNELS=1: there a missing tree is a failure, not a skip.
 REQUIRE = os.environ.get("PAGEBUF_REQUIRE_KERNELS") == "1"
 CROSS = ("ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-")
+VERSION_FILE = "python/pagebuf/__init__.py"  # where kmod/Kbuild reads the module's version
 
 
 def _kdirs() -> list[object]:
@@ -54,7 +55,8 @@ def test_make_builds_the_module_and_clean_cleans(
     tree = tmp_path / "src"
     skip = shutil.ignore_patterns("*.o", "*.ko", ".*.cmd", "*.mod", "*.mod.c", "modules.order")
     shutil.copytree(ROOT / "kmod", tree / "kmod", ignore=skip)
-    for name in ("Makefile", "Kbuild", ".gitignore"):
+    for name in ("Makefile", "Kbuild", ".gitignore", VERSION_FILE):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, tree / name)
     subprocess.run(["git", "init", "-q", str(tree)], check=True)
     subprocess.run(["git", "-C", str(tree), "add", "-A"], check=True)
@@ -113,7 +115,9 @@ def test_module_builds_warning_free(tmp_path: Path, which: str) -> None:
     assert kernel.release.startswith(which.split("-")[1] + "."), kernel.release  # type: ignore[attr-defined]
     src = tmp_path / "src"
     shutil.copytree(ROOT / "kmod", src / "kmod", ignore=shutil.ignore_patterns("*.o", "*.ko"))
-    shutil.copy2(ROOT / "Kbuild", src / "Kbuild")
+    for name in ("Kbuild", VERSION_FILE):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, src / name)
     kdir, env = cross_tree(kernel, tmp_path / "kdir")  # type: ignore[arg-type]
     cmd = [*make_command(kernel, kdir, src), "W=1"]  # type: ignore[arg-type]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})

@@ -115,6 +115,8 @@ def test_alloc_json_is_one_object(fake: type[FakeDevice], capsys: pytest.Capture
     assert (obj["order"], obj["pages"], obj["size"]) == (0, 1, 4096)
     assert (obj["dma"], obj["dma_addr"], obj["dma_addr_hex"]) == (False, None, None)
     assert fake.allocs == [(3, True, False), (0, False, False)]
+    assert cli.main(["alloc", "--order", "1", "-q"]) == 0
+    assert capsys.readouterr().out == "0x3e58000\n"  # the address alone, for a shell
 
 
 def test_alloc_human_shows_dma_only_when_mapped(
@@ -134,6 +136,9 @@ def test_list_and_info(fake: type[FakeDevice], capsys: pytest.CaptureFixture) ->
     assert capsys.readouterr().err == "pagebuf: buffer 8: no such buffer\n"
     assert cli.main(["free", "0x7"]) == 0
     assert fake.freed == [7]
+    assert capsys.readouterr().out == "freed buffer 7\n"
+    assert cli.main(["free", "7", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"freed": 1, "id": 7}
 
 
 def test_status(fake: type[FakeDevice], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -145,11 +150,15 @@ def test_status(fake: type[FakeDevice], capsys: pytest.CaptureFixture, tmp_path:
     assert obj["cache_ops"] == "dma"
     (tmp_path / "cache_ops").unlink()  # a module older than api 2 has no such file
     assert cli.main(["status"]) == 0
-    assert "cache_ops      unknown" in capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()
+    assert "cache_ops      unknown" in lines
+    assert "dma_coherent   yes" in lines  # words, not Python's True
+    assert not [line for line in lines if line.endswith((" True", " False"))]
 
 
-def test_report_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
-    """Usage and environment errors of report: never a traceback, always exit 2."""
+def test_report_and_run_errors_are_one_line_and_the_table_s_code(tmp_path: Path) -> None:
+    """Errors of report and run: never a traceback, and the exit code every command gives
+    that error (a missing module is 4 here as for `list`)."""
     good = tmp_path / "run.jsonl"
     good.write_text(json.dumps({"type": "check", "arm": "cached", "t": 0.0, "buffer": 1,
                                 "bytes": 4096, "lines_checked": 64, "bad_lines": 0,
@@ -157,16 +166,18 @@ def test_report_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     junk = tmp_path / "junk.bin"
     junk.write_bytes(bytes(range(256)) * 4)
     cases = [
-        (["report", str(tmp_path / "missing.jsonl")], "No such file"),
-        (["report", str(tmp_path)], "Is a directory"),
-        (["report", str(junk)], "no pagebuf run records"),
-        (["report", str(good), "--plot", str(tmp_path / "x.gif")], ".svg, .png or .pdf"),
-        (["report", str(good), "--plot", str(tmp_path / "no" / "dir" / "x.svg")], "cannot write"),
-        (["--device", "/nonexistent", "run", "--output", str(good)], "not loaded"),
-    ]
-    for argv, message in cases:
+        (["report", str(tmp_path / "missing.jsonl")], "No such file", 9),
+        (["report", str(tmp_path)], "Is a directory", 9),
+        (["report", str(junk)], "no pagebuf run records", 8),
+        (["report", str(good), "--plot", str(tmp_path / "x.gif")], ".svg, .png or .pdf", 8),
+        (["report", str(good), "--plot", str(tmp_path / "no" / "dir" / "x.svg")],
+         "cannot write", 9),
+        (["--device", "/nonexistent", "run", "--output", str(good)], "not loaded", 4),
+        (["--device", "/nonexistent", "list"], "not loaded", 4),
+    ]  # fmt: skip
+    for argv, message, code in cases:
         proc = run_cli(*argv)
-        assert proc.returncode == 2, (argv, proc.stderr)
+        assert proc.returncode == code, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr and message in proc.stderr, (argv, proc.stderr)
         assert len(proc.stderr.splitlines()) == 1, (argv, proc.stderr)
     assert good.read_text().count("\n") == 1  # an existing --output is never touched
@@ -178,7 +189,7 @@ def test_run_refuses_to_overwrite_results(
     out = tmp_path / "run.jsonl"
     out.write_text("precious\n")
     monkeypatch.setattr(cli, "Device", lambda path=None: FakeOpen())
-    assert cli.main(["run", "--output", str(out)]) == 2
+    assert cli.main(["run", "--output", str(out)]) == 9  # EEXIST: an operating-system error
     assert out.read_text() == "precious\n"
     assert "already exists" in capsys.readouterr().err
 
@@ -217,7 +228,8 @@ def test_report_of_a_compare_ends_with_the_recommendation(
     assert [line.split()[0] for line in out[1:7]] == COMPARE  # the table comes first
     ending = out[out.index("") + 1 :]
     assert ending[0] == "corrupted: cached"
-    assert ending[-3].startswith("=> the dma arm stayed clean while cached corrupted: ")
+    assert ending[-5].startswith("=> the dma arm stayed clean while cached corrupted: ")
+    assert ending[-2:] == ["", "overall: FAIL: corruption in cached"]
     assert cli.main(["report", str(path), "--json"]) == 1  # JSON stays one array of rows
     assert [r["arm"] for r in json.loads(capsys.readouterr().out)] == COMPARE
 
@@ -228,7 +240,8 @@ def test_report_of_a_single_run_has_no_recommendation(
     path = compare_file(tmp_path / "run.jsonl", ["cached", "positive", "inject"])
     assert cli.main(["report", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "=>" not in out and len(out.splitlines()) == 4
+    assert "=>" not in out and len(out.splitlines()) == 6  # table, a blank, overall
+    assert out.splitlines()[-1] == "overall: FAIL: corruption in cached"
 
 
 def test_compare_prints_and_records_the_recommendation(
@@ -256,7 +269,9 @@ def test_compare_prints_and_records_the_recommendation(
     printed = capsys.readouterr().out
     summary = list(read_records(out))[-1]
     assert summary["type"] == "summary"
-    assert printed.rstrip("\n").endswith(summary["recommendation"])
+    recommended, overall = printed.rstrip("\n").rsplit("\n\n", 1)
+    assert recommended.endswith(summary["recommendation"])
+    assert overall == "overall: FAIL: corruption in cached"
     assert "=> the dma arm stayed clean while cached corrupted" in summary["recommendation"]
 
 
@@ -301,3 +316,34 @@ def test_compare_views_sync_refuses_a_bounced_buffer(
     err = capsys.readouterr().err
     assert err.startswith("pagebuf: compare-views 7 --sync: DMA is bounced through swiotlb")
     assert len(err.splitlines()) == 1
+
+
+def test_mem_takes_busybox_devmem_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mem read ADDR [WIDTH]` and `mem write ADDR [WIDTH] VALUE`, as busybox devmem, and
+    --width; a file stands in for physical memory (--force: no buffer is asked about)."""
+    from pagebuf.physmem import PhysMem
+
+    backing = tmp_path / "mem"
+    backing.write_bytes(bytes(4096))
+
+    def region(phys: int, size: int, **kw: object) -> tuple[PhysMem, str]:
+        return PhysMem(phys, size, path=str(backing), sync=False, method="rw"), "devmem-rw"
+
+    monkeypatch.setattr(cli.access, "open_region", region)
+    assert cli.main(["mem", "write", "0x10", "8", "0x5a", "--force"]) == 0
+    assert backing.read_bytes()[0x10:0x12] == b"\x5a\x00"
+    assert cli.main(["mem", "write", "0x20", "0x11223344", "--force"]) == 0  # 32 bits
+    assert backing.read_bytes()[0x20:0x25] == bytes.fromhex("4433221100")
+    capsys.readouterr()
+    assert cli.main(["mem", "read", "0x20", "16", "--force"]) == 0
+    assert cli.main(["mem", "read", "0x20", "--width", "16", "--force"]) == 0
+    assert cli.main(["mem", "read", "0x20", "--force"]) == 0
+    assert capsys.readouterr().out.split() == ["0x3344", "0x3344", "0x11223344"]
+    assert cli.main(["mem", "read", "0x20", "16", "--width", "32", "--force"]) == 8
+    assert "disagree" in capsys.readouterr().err
+    assert cli.main(["mem", "write", "0x20", "16", "0x1ffff", "--force"]) == 8  # too wide
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["mem", "read", "0x20", "12", "--force"])
+    assert usage.value.code == 2

@@ -82,3 +82,31 @@ def test_not_loaded(sysfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_pyudev(monkeypatch, None)
     with pytest.raises(ModuleNotLoadedError, match="insmod"):
         discovery.find_device()
+
+
+def no_libudev(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyudev installed, libudev not: pyudev's import fails, as on busybox and mdev."""
+    monkeypatch.setitem(sys.modules, "pyudev", None)  # `import pyudev` raises ImportError
+
+
+def test_without_libudev_the_node_sysfs_names_still_works(
+    sysfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_libudev(monkeypatch)
+    monkeypatch.setattr(discovery, "DEVNODE", Path("/dev/null"))
+    assert discovery.find_device().devnode == Path("/dev/null")
+
+
+@pytest.mark.parametrize(
+    ("node", "what"), [("/dev/zero", "is another device"), ("/nonexistent/x", "does not exist")]
+)
+def test_without_libudev_a_missing_or_wrong_node_says_how_to_name_it(
+    sysfs: Path, monkeypatch: pytest.MonkeyPatch, node: str, what: str
+) -> None:
+    no_libudev(monkeypatch)
+    monkeypatch.setattr(discovery, "DEVNODE", Path(node))
+    with pytest.raises(ModuleNotLoadedError) as err:
+        discovery.find_device()
+    msg = str(err.value)
+    assert f"{node} {what}" in msg and "mknod" in msg and "PAGEBUF_DEVICE" in msg
+    assert "--device" in msg

@@ -97,7 +97,7 @@ def test_exit_codes_are_the_readme_table() -> None:
     usage error 2 (argparse's, and run/compare/report's environment errors)."""
     table = readme_exit_codes()
     assert table == cli.EXIT_CODES
-    assert sorted(table) == list(range(10))
+    assert sorted(table) == [*range(12), 130, 141]
     classes = every_error_class()
     assert {c.__name__ for c in classes} == set(ERROR_MEANINGS)
     for cls in classes:
@@ -110,12 +110,13 @@ def test_exit_codes_are_the_readme_table() -> None:
              errors.PagebufError]  # fmt: skip
     assert sorted(cli.exit_code_of(c("x")) for c in bases) == [4, 5, 6, 7, 8, 9]
     # The codes of a run's verdicts and of its usage errors mean what README says.
-    from pagebuf import names, records
+    from pagebuf import records
 
     assert table[records.EXIT_CLEAN] == "success"
     assert table[records.EXIT_CORRUPT].startswith("corruption found")
     assert table[records.EXIT_BROKEN].startswith("broken controls")
-    assert table[names.EXIT_ENV] == "usage error"
+    assert table[records.EXIT_INCONCLUSIVE].startswith("inconclusive, with --strict")
+    assert table[2].startswith("usage error")
 
 
 def test_messages_name_the_real_cause() -> None:
@@ -133,3 +134,36 @@ def test_messages_name_the_real_cause() -> None:
         "(262144 bytes: swiotlb bounce buffering)"
     )
     assert errors.PAT_ALIAS.startswith("x86 PAT: load pagebuf with x86_pat_alias=1 ")
+
+
+def test_a_closed_stdout_ends_quietly_as_unix_tools_do(tmp_path: Path) -> None:
+    """`pagebuf report FILE | head -0`: no BrokenPipeError traceback, exit 141."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run.jsonl"
+    run.write_text('{"type": "arm_summary", "arm": "cached", "verdict": "clean"}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "pagebuf", "report", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before pagebuf writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait() == cli.EXIT_PIPE == 141 and err == "", err
+
+
+def test_a_bug_is_one_line_and_exit_11_never_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception pagebuf did not expect must not exit 1, which says "corruption found"."""
+
+    def buggy(args: object) -> int:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(cli, "run_cpus", buggy)
+    monkeypatch.delenv("PAGEBUF_DEBUG", raising=False)
+    assert cli.main(["cpus", "status"]) == cli.EXIT_INTERNAL == 11
+    err = capsys.readouterr().err
+    assert err.startswith("pagebuf: internal error: KeyError: 'oops'") and err.count("\n") == 1
+    monkeypatch.setenv("PAGEBUF_DEBUG", "1")
+    assert cli.main(["cpus", "status"]) == 11
+    assert "Traceback (most recent call last)" in capsys.readouterr().err

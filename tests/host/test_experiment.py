@@ -286,33 +286,39 @@ def test_records_say_the_path_each_arm_really_took(run: Any, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("via", "errno_", "taken", "calls"),
+    ("via", "errno_", "taken", "opened"),
     [
         # PAT refuses the mmap: `devmem` never falls back to the cached read()/write().
-        ("devmem", 22, None, [("devmem", "mmap")]),
-        ("auto", 22, "mmap-uc", [("devmem", "mmap"), ("mmap-uc", "auto")]),
-        ("devmem-rw", 0, "devmem-rw", [("devmem-rw", "auto")]),
-        ("mmap-wb", 0, "mmap-wb", [("mmap-wb", "auto")]),
+        ("devmem", 22, None, [("/dev/mem", "mmap")]),
+        # `auto` takes the module's uncached mmap instead (the real access.open_region).
+        ("auto", 22, "mmap-uc", [("/dev/mem", "mmap"), ("/dev/pagebuf", "mmap")]),
+        ("auto", 1, "mmap-uc", [("/dev/mem", "mmap"), ("/dev/pagebuf", "mmap")]),  # STRICT
+        ("auto", 0, "devmem", [("/dev/mem", "mmap")]),
+        ("devmem-rw", 0, "devmem-rw", [("/dev/mem", "rw")]),
+        ("mmap-wb", 0, "mmap-wb", [("/dev/pagebuf", "mmap")]),
     ],
 )
 def test_a_cached_user_path_only_by_name(
     monkeypatch: pytest.MonkeyPatch, via: str, errno_: int, taken: str | None,
-    calls: list[tuple[str, str]],
+    opened: list[tuple[str, str]],
 ) -> None:  # fmt: skip
+    """What a run's user path opens, through the real access.open_region: only the files
+    and methods (PhysMem) are faked."""
+    from pagebuf.discovery import DeviceNode
     from pagebuf.errors import PagebufError
     from pagebuf.physmem import PhysMemError
 
     seen: list[tuple[str, str]] = []
 
-    def open_region(
-        phys: int, size: int, *, via: str, method: str = "auto", **kw: Any
-    ) -> tuple[str, str]:
-        seen.append((via, method))
-        if errno_ and via == "devmem" and method == "mmap":
-            raise PhysMemError("mmap /dev/mem: refused (x86 PAT ...)", errno_)
-        return "mem", "devmem-rw" if method == "rw" else via
+    def physmem(phys: int, size: int, *, path: str, method: str, **kw: Any) -> str:
+        seen.append((path, method))
+        if errno_ and path == "/dev/mem" and method == "mmap":
+            raise PhysMemError("mmap /dev/mem: refused", errno_)
+        return "mem"
 
-    monkeypatch.setattr(experiment.access, "open_region", open_region)
+    monkeypatch.setattr(experiment.access, "PhysMem", physmem)
+    monkeypatch.setattr(experiment.access, "find_device",
+                        lambda path=None: DeviceNode(Path("/dev/pagebuf"), None))  # fmt: skip
     buf = Buffer(1, 0, 0, 0x100000, None, 4096)
     if taken is None:
         with pytest.raises(PagebufError) as err:
@@ -321,7 +327,7 @@ def test_a_cached_user_path_only_by_name(
         assert "--via mmap-uc" in err.value.message and "--via devmem-rw" in err.value.message
     else:
         assert experiment.open_user_path(buf, via, None) == ("mem", taken)
-    assert seen == calls
+    assert seen == opened
 
 
 def test_counts_are_exact_when_the_list_is_cut(

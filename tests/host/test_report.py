@@ -91,12 +91,19 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
     """What the plot hands matplotlib: the heat map's matrix and each arm's step line."""
     from matplotlib.axes import Axes
 
-    seen: dict[str, list[object]] = {"heat": [], "steps": []}
-    imshow, step = Axes.imshow, Axes.step
+    seen: dict[str, list[object]] = {"heat": [], "steps": [], "colours": [], "ylim": []}
+    imshow, step, set_ylim = Axes.imshow, Axes.step, Axes.set_ylim
 
     def record_imshow(self: Axes, grid: object, *args: object, **kw: object) -> object:
         seen["heat"].append([[int(v) for v in row] for row in grid])  # type: ignore[attr-defined]
-        return imshow(self, grid, *args, **kw)
+        image = imshow(self, grid, *args, **kw)
+        # The colour each cell is drawn in, as matplotlib maps it (RGBA, 0..1).
+        seen["colours"].append(image.to_rgba(image.get_array()).tolist())
+        return image
+
+    def record_ylim(self: Axes, *args: object, **kw: object) -> object:
+        seen["ylim"].append(args)
+        return set_ylim(self, *args, **kw)
 
     def record_step(self: Axes, t: object, n: object, *args: object, **kw: object) -> object:
         arm = str(kw.get("label")).split(":")[0]
@@ -105,7 +112,63 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
 
     monkeypatch.setattr(Axes, "imshow", record_imshow)
     monkeypatch.setattr(Axes, "step", record_step)
+    monkeypatch.setattr(Axes, "set_ylim", record_ylim)
     return seen
+
+
+WHITE = [1.0, 1.0, 1.0, 1.0]
+
+
+def clean_run() -> list[dict[str, object]]:
+    """Two arms that never found a bad line, three checks each, as a QEMU run reads."""
+    recs: list[dict[str, object]] = [{
+        "type": "header", "kernel": "6.12.117", "machine": "aarch64",
+        "started": "2026-11-26T10:00:00+0000", "params": {"arms": ["cached", "dma"]},
+        "doctor": {"summary": "emulated (QEMU): no caches, only the mechanics and the "
+                              "detector are tested"},
+    }]  # fmt: skip
+    for arm in ("cached", "dma"):
+        recs.append({"type": "access", "arm": arm, "via": "mmap-uc"})
+        recs += [{"type": "check", "arm": arm, "t": float(t), "buffer": 1, "bytes": 8192,
+                  "lines_checked": 128, "bad_lines": 0, "bad": [], "seconds": 0.001}
+                 for t in range(3)]  # fmt: skip
+        recs.append({"type": "arm_summary", "arm": arm, "verdict": "clean"})
+    return recs
+
+
+def test_a_clean_run_looks_like_nothing_happened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The curves lie on the bottom of an axis that starts at 0, every page of the heat
+    map is drawn white, and the two equal curves are told apart by style and marker."""
+    from pagebuf.plot import describe, plot
+
+    seen = drawn(monkeypatch)
+    plot(clean_run(), tmp_path / "clean.svg")
+    assert seen["ylim"][0] == (0.0, 1.0)  # the first: the curves; the rest are the map's
+    assert seen["heat"] == [[[0, 0], [0, 0]]]
+    assert seen["colours"] == [[[WHITE, WHITE], [WHITE, WHITE]]]
+    fig = describe(*summarize(clean_run()))
+    assert [(c.t, c.n) for c in fig.curves] == [([0.0, 1.0, 2.0], [0, 0, 0])] * 2
+    assert len({(c.linestyle, c.marker) for c in fig.curves}) == 2
+    assert fig.title == ("kernel 6.12.117 (aarch64)  ·  2026-11-26T10:00:00+0000  ·  via mmap-uc"
+                         "\nemulated (QEMU): no caches, only the mechanics and the detector "
+                         "are tested")  # fmt: skip
+    assert fig.title.split("\n")[0] in "".join(
+        ET.fromstring((tmp_path / "clean.svg").read_bytes()).itertext()
+    )
+
+
+def test_only_corrupted_pages_are_coloured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pagebuf.plot import plot
+
+    seen = drawn(monkeypatch)
+    plot(records(), tmp_path / "p.svg")
+    (heat,), (colours,) = seen["heat"], seen["colours"]
+    for row, row_colours in zip(heat, colours):  # type: ignore[call-overload]
+        for lines, rgba in zip(row, row_colours):
+            assert (rgba == WHITE) == (lines == 0), (lines, rgba)
+    assert seen["ylim"][0][0] == 0.0 and seen["ylim"][0][1] >= 10  # type: ignore[index]
 
 
 @pytest.mark.parametrize("suffix", [".svg", ".png"])

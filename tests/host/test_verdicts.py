@@ -351,7 +351,7 @@ def test_pagebuf_compare_says_what_a_failing_machine_showed(
                       "positive": {STALE_CLEAN}}  # fmt: skip
     out = tmp_path / "cmp.jsonl"
     assert cli.main(["compare", *QUICK, "--output", str(out)]) == 1
-    ending = capsys.readouterr().out.split("\n\n", 1)[1].splitlines()
+    ending = capsys.readouterr().out.split("\n\n")[1].splitlines()
     assert ending[:4] == ["corrupted: cached, single-cpu", "clean: dma, flush",
                           "positive control: fired",
                           "detector: found exactly the injected lines (inject)"]  # fmt: skip
@@ -370,7 +370,7 @@ def test_pagebuf_compare_with_a_broken_detector_trusts_nothing(
     machine.faults = {"cached": {LOST_LINE}, "inject": {INJECT_ASKEW}}
     out = tmp_path / "cmp.jsonl"
     assert cli.main(["compare", *QUICK, "--output", str(out)]) == 3
-    ending = capsys.readouterr().out.split("\n\n", 1)[1].splitlines()
+    ending = capsys.readouterr().out.split("\n\n")[1].splitlines()
     assert ending[0] == "corrupted: cached" and ending[2].startswith("broken: inject (")
     assert ending[-1].startswith("=> the detector did not find exactly the injected lines: "
                                  "no verdict of this run can be trusted")  # fmt: skip
@@ -413,6 +413,68 @@ def test_pagebuf_report_exits_with_the_verdicts_of_the_file(
     assert cli.main(["report", str(path), "--json"]) == code
     rows = json.loads(capsys.readouterr().out)
     assert {r["arm"]: r["verdict"] for r in rows} == verdicts
+
+
+OVERALLS = [
+    # verdicts of the file's arms -> overall verdict, a piece of its reason, exit, --strict
+    ({"cached": "clean", "positive": "fired", "inject": "injected-detected"},
+     "PASS", "the controls showed", 0, 0),
+    ({"cached": "clean", "positive": "did-not-fire", "inject": "injected-detected"},
+     "INCONCLUSIVE", "the positive control did not fire", 0, 10),
+    ({"cached": "clean", "positive": "fired", "inject": "skipped"},
+     "INCONCLUSIVE", "inject was skipped", 0, 10),
+    ({"cached": "clean"}, "INCONCLUSIVE", "no positive control ran", 0, 10),
+    ({"cached": "clean", "positive": "fired", "inject": "incomplete"},
+     "INCONCLUSIVE", "inject was cut off", 0, 10),
+    ({"cached": "corrupted", "positive": "did-not-fire", "inject": "skipped"},
+     "FAIL", "corruption in cached", 1, 1),
+    ({"cached": "clean", "positive": "fired", "inject": "broken"},
+     "BROKEN", "injection check in inject", 3, 3),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("verdicts", "overall", "why", "code", "strict"), OVERALLS)
+def test_one_overall_verdict_and_its_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], verdicts: dict[str, str],
+    overall: str, why: str, code: int, strict: int,
+) -> None:  # fmt: skip
+    path = hand_written(tmp_path / "run.jsonl", verdicts)
+    assert cli.main(["report", str(path)]) == code
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"overall: {overall}: ") and why in last, last
+    assert cli.main(["report", str(path), "--strict"]) == strict
+
+
+def test_a_run_cut_before_its_last_arms_is_inconclusive(tmp_path: Path) -> None:
+    path = hand_written(tmp_path / "run.jsonl", {"cached": "clean", "positive": "fired"})
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["params"]["arms"] = ["cached", "positive", "inject"]
+    path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    h, rows = records.summarize(read_records(path))
+    assert records.overall(h, rows) == ("INCONCLUSIVE", "inject never ran (the run was cut)")
+
+
+def test_the_engine_records_the_overall_verdict(machine: Machine, tmp_path: Path) -> None:
+    machine.faults = {"positive": {STALE_CLEAN}}
+    _, recs = engine(machine, tmp_path, ("cached", "positive"), strict=True)
+    last = summary(recs)
+    assert last["overall"] == "INCONCLUSIVE" and last["exit_code"] == 10
+    assert last["overall_reason"] == (
+        "no injection ran, so nothing shows the detector finds corruption"
+    )
+
+
+def test_readme_explains_every_column_verdict_and_overall() -> None:
+    from pagebuf.report import COLUMNS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for col in COLUMNS:
+        assert f"| `{col}` |" in readme, col
+    for word, meaning in records.VERDICTS.items():
+        assert f"| `{word}` | {meaning} |" in readme, word
+    for word in records.OVERALL:
+        assert f"| `{word}` |" in readme, word
 
 
 def test_the_exit_code_reaches_the_shell(tmp_path: Path) -> None:

@@ -93,11 +93,18 @@ def test_cli_write_then_read(dev: Device, buf: Buffer, path: list[str]) -> None:
 
 
 @pytest.mark.skipif(not STRICT, reason="only Debian's kernel has CONFIG_STRICT_DEVMEM=y")
-def test_devmem_refused_names_strict_devmem(buf: Buffer) -> None:
-    r = pagebuf("mem", "read", hex(buf.phys_addr))
+def test_devmem_refused_names_strict_devmem(dev: Device, buf: Buffer) -> None:
+    r = pagebuf("mem", "read", hex(buf.phys_addr), "--via", "devmem")
     assert r.returncode == 5, r.stderr
     assert "CONFIG_STRICT_DEVMEM" in r.stderr and "/dev/pagebuf" in r.stderr
     assert len(r.stderr.splitlines()) == 1
+    # The default, auto, takes /dev/pagebuf instead, says so, and records it.
+    dev.kwrite(buf.id, 0, bytes.fromhex("78563412"))
+    r = pagebuf("mem", "read", hex(buf.phys_addr), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"phys_addr": buf.phys_addr, "width": 32,
+                                    "values": [0x12345678], "via": "mmap-uc"}  # fmt: skip
+    assert r.stderr == f"pagebuf: {access.AUTO_NOTE}\n"
     for path in (["--via", "devmem", "--method", "rw"], ["--via", "devmem", "--cached"]):
         with pytest.raises(PhysMemError, match="CONFIG_STRICT_DEVMEM") as err:
             open_path(buf, path).read(0, 32)
@@ -173,6 +180,16 @@ def test_busybox_devmem_interop(dev: Device, buf: Buffer) -> None:
     subprocess.run([busybox, "devmem", addr, "64", "0x1122334455667788"], check=True)
     assert pagebuf("mem", "read", addr, "--width", "64").stdout.strip() == "0x1122334455667788"
     assert dev.kread(buf.id, 0x40, 8) == bytes.fromhex("8877665544332211")
+    # busybox's own order, ADDR WIDTH [VALUE], with an address from `alloc -q`, all shell.
+    script = ('a=$(pagebuf alloc --order 0 -q) && echo "$a" && '
+              'pagebuf mem write "$a" 16 0xBEEF && busybox devmem "$a" 16 && '
+              'pagebuf mem read "$a" 16')  # fmt: skip
+    sh = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert sh.returncode == 0, sh.stderr
+    phys, *read = sh.stdout.split()
+    (new,) = [b for b in dev.buffers() if b.phys_addr == int(phys, 16)]
+    dev.free(new.id)
+    assert read == ["0xBEEF", "0xBEEF"]
 
 
 def test_memtester_on_dev_pagebuf(dev: Device) -> None:

@@ -74,6 +74,8 @@ def test_kernel_writes_equal_the_user_view(dev: Device, buf: Buffer, via: list[s
 def test_cli_fill_verify_compare_views(dev: Device, buf: Buffer) -> None:
     r = pagebuf("fill", str(buf.id), "--generation", "3", "--seed", "9", "--via", "mmap-uc")
     assert r.returncode == 0, r.stderr
+    assert r.stdout == (f"filled buffer {buf.id}: {buf.size} bytes of tagged (generation 3) "
+                        "via mmap-uc\n")  # fmt: skip
     assert dev.kchecksum(buf.id) == zlib.crc32(expected(buf))
     views = json.loads(pagebuf("compare-views", str(buf.id), "--via", "mmap-uc", "--json").stdout)
     assert views["differing_pages"] == 0 and len(views["pages"]) == 4
@@ -118,7 +120,9 @@ def test_compare_views_shows_the_difference(dev: Device, buf: Buffer) -> None:
 
 
 def test_fill_through_the_kernel(dev: Device, buf: Buffer) -> None:
-    r = pagebuf("fill", str(buf.id), "--via", "kernel", "--pattern", "walking-ones")
+    r = pagebuf("fill", str(buf.id), "--via", "kernel", "--pattern", "walking-ones", "--json")
     assert r.returncode == 0, r.stderr
+    done = json.loads(r.stdout)
+    assert (done["id"], done["bytes"], done["via"]) == (buf.id, buf.size, "kernel")
     want = P.generate("walking-ones", phys_addr=buf.phys_addr, size=buf.size).tobytes()
     assert dev.kread(buf.id, 0, buf.size) == want

@@ -79,7 +79,7 @@ def test_an_experiment_never_falls_back_to_the_cached_devmem_path(
     out = tmp_path / "run.jsonl"
     args = ("--no-controls", "--buffers", "1", "--order", "0", "--duration", "0")
     proc = pagebuf("run", "--via", "devmem", *args, "--output", str(out))
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 2, proc.stderr
+    assert proc.returncode == 8 and len(proc.stderr.strip().splitlines()) == 2, proc.stderr
     assert "x86 PAT refuses to mmap RAM" in proc.stderr and "--via devmem-rw" in proc.stderr
     assert not [r for r in read_records(out) if r["type"] == "check"]
     proc = pagebuf("run", "--via", "devmem-rw", *args, "--output", str(tmp_path / "rw.jsonl"))

@@ -43,10 +43,15 @@ def _sync(files: list[Path], src_root: Path, dest: Path) -> None:
         shutil.copy2(src, target)
 
 
+VERSION_FILE = Path("python/pagebuf/__init__.py")  # kmod/Kbuild reads __version__ there
+
+
 def _module_sources(src_root: Path) -> list[Path]:
-    """pagebuf.ko's sources: the top-level Kbuild and kmod/."""
+    """pagebuf.ko's sources: the top-level Kbuild, kmod/, and the file its version is in
+    (when missing, Kbuild says so)."""
     files = [src_root / "Kbuild", *sorted((src_root / "kmod").rglob("*.[ch]"))]
-    return files + sorted((src_root / "kmod").rglob("Kbuild"))
+    version = [src_root / VERSION_FILE] if (src_root / VERSION_FILE).is_file() else []
+    return files + sorted((src_root / "kmod").rglob("Kbuild")) + version
 
 
 def make_command(kernel: GuestKernel, kdir: Path, dest: Path) -> list[str]:
