@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pagebuf import Buffer, Device
+from pagebuf import Buffer, Device, access
 from pagebuf.experiment import open_user_path
 from pagebuf.physmem import PhysMem, PhysMemError
 from pagebuf.results import read_records
@@ -63,8 +63,13 @@ def test_pagebuf_explains_and_falls_back(dev: Device, buf: Buffer) -> None:
     assert w.returncode == 0, w.stderr
     assert "read()/write()" in w.stderr and "cached mapping" in w.stderr
     assert dev.kread(buf.id, 8, 4) == (0x600DF00D).to_bytes(4, "little")
-    r = pagebuf("mem", "read", addr, "--method", "mmap")
+    r = pagebuf("mem", "read", addr, "--via", "devmem", "--method", "mmap")
     assert r.returncode == 8 and "PAT" in r.stderr and len(r.stderr.splitlines()) == 1
+    # The default, auto, asked for a mapping: /dev/pagebuf's uncached one, and says so.
+    r = pagebuf("mem", "read", addr, "--method", "mmap", "--json")
+    assert r.returncode == 0 and r.stderr == f"pagebuf: {access.AUTO_NOTE}\n", r.stderr
+    assert json.loads(r.stdout)["values"] == [0x600DF00D]
+    assert json.loads(r.stdout)["via"] == "mmap-uc"
     # An experiment's uncached user path: /dev/mem cannot map it, /dev/pagebuf does.
     mem, via = open_user_path(buf, "auto", None)
     with mem:
