@@ -122,6 +122,7 @@ static enum pagebuf_cmo_via pagebuf_cmo_via;
  *            ioctl in flight: the pages outlive a FREE while still mapped
  * @dead:     on a list of buffers taken out of the registry, to be put
  *            once pagebuf_lock is dropped
+ * @sysfs:    its directory under buffers/ while it is in the registry
  */
 struct pagebuf_buf {
 	struct kref ref;
@@ -132,6 +133,7 @@ struct pagebuf_buf {
 	dma_addr_t dma_addr;
 	struct file *owner;
 	struct list_head dead;
+	struct kobject *sysfs;
 };
 
 /*
@@ -286,6 +288,127 @@ static void pagebuf_buf_describe(const struct pagebuf_buf *buf,
 	out->size = PAGE_SIZE << buf->order;
 }
 
+/*
+ * Each buffer in the registry has a directory buffers/<id> beside the
+ * device's own attributes, as u-dma-buf's buffers have: a shell reads an
+ * address with cat. Its attributes are a copy of what ALLOC told the caller;
+ * they never change, so reading them takes no lock and races no FREE.
+ */
+struct pagebuf_sysfs {
+	struct kobject kobj;
+	struct pagebuf_buffer desc;
+};
+
+static struct kobject *pagebuf_buffers_dir;
+
+static const struct pagebuf_buffer *pagebuf_sysfs_desc(struct kobject *kobj)
+{
+	return &container_of(kobj, struct pagebuf_sysfs, kobj)->desc;
+}
+
+static ssize_t phys_addr_show(struct kobject *kobj,
+			      struct kobj_attribute *attr, char *page)
+{
+	return sysfs_emit(page, "%#llx\n", pagebuf_sysfs_desc(kobj)->phys_addr);
+}
+
+static ssize_t dma_addr_show(struct kobject *kobj,
+			     struct kobj_attribute *attr, char *page)
+{
+	const struct pagebuf_buffer *desc = pagebuf_sysfs_desc(kobj);
+
+	if (!(desc->flags & PAGEBUF_BUF_DMA))
+		return sysfs_emit(page, "none\n");
+	return sysfs_emit(page, "%#llx\n", desc->dma_addr);
+}
+
+static ssize_t size_show(struct kobject *kobj, struct kobj_attribute *attr,
+			 char *page)
+{
+	return sysfs_emit(page, "%llu\n", pagebuf_sysfs_desc(kobj)->size);
+}
+
+static ssize_t order_show(struct kobject *kobj, struct kobj_attribute *attr,
+			  char *page)
+{
+	return sysfs_emit(page, "%u\n", pagebuf_sysfs_desc(kobj)->order);
+}
+
+static ssize_t owner_show(struct kobject *kobj, struct kobj_attribute *attr,
+			  char *page)
+{
+	bool file = pagebuf_sysfs_desc(kobj)->flags & PAGEBUF_BUF_FILE_OWNED;
+
+	return sysfs_emit(page, "%s\n", file ? "file" : "module");
+}
+
+static ssize_t bounced_show(struct kobject *kobj, struct kobj_attribute *attr,
+			    char *page)
+{
+	bool bounced = pagebuf_sysfs_desc(kobj)->flags & PAGEBUF_BUF_BOUNCED;
+
+	return sysfs_emit(page, "%d\n", bounced);
+}
+
+static struct kobj_attribute pagebuf_attr_phys_addr = __ATTR_RO(phys_addr);
+static struct kobj_attribute pagebuf_attr_dma_addr = __ATTR_RO(dma_addr);
+static struct kobj_attribute pagebuf_attr_size = __ATTR_RO(size);
+static struct kobj_attribute pagebuf_attr_order = __ATTR_RO(order);
+static struct kobj_attribute pagebuf_attr_owner = __ATTR_RO(owner);
+static struct kobj_attribute pagebuf_attr_bounced = __ATTR_RO(bounced);
+
+static struct attribute *pagebuf_buf_attrs[] = {
+	&pagebuf_attr_phys_addr.attr,
+	&pagebuf_attr_dma_addr.attr,
+	&pagebuf_attr_size.attr,
+	&pagebuf_attr_order.attr,
+	&pagebuf_attr_owner.attr,
+	&pagebuf_attr_bounced.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(pagebuf_buf);
+
+static void pagebuf_sysfs_release(struct kobject *kobj)
+{
+	kfree(container_of(kobj, struct pagebuf_sysfs, kobj));
+}
+
+static const struct kobj_type pagebuf_sysfs_type = {
+	.release = pagebuf_sysfs_release,
+	.sysfs_ops = &kobj_sysfs_ops,
+	.default_groups = pagebuf_buf_groups,
+};
+
+/* buffers/<id> for @buf, whose id is reserved: called without pagebuf_lock. */
+static int pagebuf_sysfs_add(struct pagebuf_buf *buf)
+{
+	struct pagebuf_sysfs *entry;
+	int ret;
+
+	entry = kzalloc(sizeof(*entry), GFP_KERNEL_ACCOUNT);
+	if (!entry)
+		return -ENOMEM;
+	pagebuf_buf_describe(buf, &entry->desc);
+	ret = kobject_init_and_add(&entry->kobj, &pagebuf_sysfs_type,
+				   pagebuf_buffers_dir, "%u", buf->id);
+	if (ret) {
+		kobject_put(&entry->kobj);
+		return ret;
+	}
+	buf->sysfs = &entry->kobj;
+	return 0;
+}
+
+/* Remove buffers/<id>; its reader, if any, finishes first. No lock held. */
+static void pagebuf_sysfs_del(struct pagebuf_buf *buf)
+{
+	if (!buf->sysfs)
+		return;
+	kobject_del(buf->sysfs);
+	kobject_put(buf->sysfs);
+	buf->sysfs = NULL;
+}
+
 /* Only the owner may reach a file-owned buffer; anyone a module-owned one. */
 static bool pagebuf_may_use(const struct pagebuf_buf *buf,
 			    const struct file *file)
@@ -369,6 +492,7 @@ static void pagebuf_put_dead(struct list_head *dead)
 
 	list_for_each_entry_safe(buf, next, dead, dead) {
 		list_del(&buf->dead);
+		pagebuf_sysfs_del(buf);
 		pagebuf_buf_put(buf);
 	}
 }
@@ -531,6 +655,9 @@ static int pagebuf_ioctl_alloc(struct file *file, struct pagebuf_buffer *req,
 	ret = pagebuf_copy_out(uarg, usize, req, sizeof(*req));
 	if (ret)
 		goto err_release_id;
+	ret = pagebuf_sysfs_add(buf);
+	if (ret)
+		goto err_release_id;
 
 	pfn = page_to_pfn(buf->pages);
 	mutex_lock(&pagebuf_lock);
@@ -546,6 +673,7 @@ static int pagebuf_ioctl_alloc(struct file *file, struct pagebuf_buffer *req,
 	return 0;
 
 err_release_id:
+	pagebuf_sysfs_del(buf);
 	mutex_lock(&pagebuf_lock);
 	xa_erase(&pagebuf_bufs, buf->id);
 	mutex_unlock(&pagebuf_lock);
@@ -1326,6 +1454,12 @@ static int __init pagebuf_init(void)
 	ret = misc_register(&pagebuf_misc);
 	if (ret)
 		return ret;
+	pagebuf_buffers_dir = kobject_create_and_add("buffers",
+						     &pagebuf_dev()->kobj);
+	if (!pagebuf_buffers_dir) {
+		ret = -ENOMEM;
+		goto err_deregister;
+	}
 
 	/* A DMA-capable device for dma_map_page(), as udmabuf does. */
 	ret = dma_coerce_mask_and_coherent(pagebuf_dev(), DMA_BIT_MASK(64));
@@ -1350,6 +1484,7 @@ static int __init pagebuf_init(void)
 	return 0;
 
 err_deregister:
+	kobject_put(pagebuf_buffers_dir);
 	misc_deregister(&pagebuf_misc);
 	return ret;
 }
@@ -1372,6 +1507,7 @@ static void __exit pagebuf_exit(void)
 	pagebuf_put_dead(&dead);
 	xa_destroy(&pagebuf_bufs);
 	mtree_destroy(&pagebuf_by_pfn);
+	kobject_put(pagebuf_buffers_dir);
 	misc_deregister(&pagebuf_misc);
 }
 

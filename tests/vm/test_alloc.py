@@ -47,6 +47,40 @@ def test_sysfs_and_udev_find_the_same_device(monkeypatch: pytest.MonkeyPatch) ->
     assert via_udev == fast  # udev's own node: the fallback would have said /dev/null
 
 
+BUFFERS = Path("/sys/class/misc/pagebuf/buffers")
+
+
+def buffer_dirs() -> set[int]:
+    return {int(d.name) for d in BUFFERS.iterdir()}
+
+
+def test_each_buffer_has_its_sysfs_directory(dev: Device) -> None:
+    """buffers/<id> holds what ALLOC said, for a shell to cat, and goes with the buffer:
+    FREE, FREE_ALL and the close of the file that owns it."""
+    before = buffer_dirs()
+    plain, mapped = dev.alloc(2), dev.alloc(0, dma=True)
+    with Device() as other:
+        owned = other.alloc(1, file_owned=True)
+        assert buffer_dirs() - before == {plain.id, mapped.id, owned.id}
+        for buf in (plain, mapped, owned):
+            d = BUFFERS / str(buf.id)
+            got = {f: (d / f).read_text().strip() for f in
+                   ("phys_addr", "dma_addr", "size", "order", "owner", "bounced")}  # fmt: skip
+            assert got == {
+                "phys_addr": hex(buf.phys_addr),
+                "dma_addr": "none" if buf.dma_addr is None else hex(buf.dma_addr),
+                "size": str(buf.size),
+                "order": str(buf.order),
+                "owner": buf.owner,
+                "bounced": str(int(buf.bounced)),
+            }
+    assert buffer_dirs() - before == {plain.id, mapped.id}  # closing freed its own
+    dev.free(plain.id)
+    assert buffer_dirs() - before == {mapped.id}
+    dev.free(mapped.id)
+    assert buffer_dirs() == before
+
+
 def test_module_info_matches_sysfs(dev: Device) -> None:
     info = dev.info()
     assert info.api_version == 3 == sysfs_int("version")

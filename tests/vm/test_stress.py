@@ -41,6 +41,7 @@ import traceback
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -527,6 +528,11 @@ def registry_consistent() -> tuple[int, int]:
         bufs = [array[i] for i in range(req.count)]
     held = sum(b.size for b in bufs)
     assert req.total == req.count == len(bufs) == info.nr_buffers == sysfs_int("nr_buffers")
+    # Every buffer, and none other, has its sysfs directory, saying its address.
+    dirs = {int(d.name): d for d in Path("/sys/class/misc/pagebuf/buffers").iterdir()}
+    assert sorted(dirs) == sorted(b.id for b in bufs)
+    for b in bufs:
+        assert int((dirs[b.id] / "phys_addr").read_text(), 16) == b.phys_addr
     assert info.bytes_in_use == held, (info.bytes_in_use, held)
     assert info.pages_in_use == sysfs_int("pages_in_use") == held // PAGE
     return len(bufs), held
