@@ -86,15 +86,22 @@ def _effective(header: dict[str, Any] | None, rows: Iterable[ArmRow]) -> list[tu
 
 def rows_exit_code(header: dict[str, Any] | None, rows: list[ArmRow], strict: bool = False) -> int:
     """exit_code() of a file's rows, as its overall verdict has it."""
-    verdict, _ = overall(header, rows)
-    return exit_code((v for _, v in _effective(header, rows)), verdict, strict)
+    verdicts = _effective(header, rows)
+    verdict, _ = _overall(header, rows, verdicts)
+    return exit_code((v for _, v in verdicts), verdict, strict)
 
 
 def overall(header: dict[str, Any] | None, rows: list[ArmRow]) -> tuple[str, str]:
     """overall_of() a file: the arms its header asked for, and its rows."""
+    return _overall(header, rows, _effective(header, rows))
+
+
+def _overall(
+    header: dict[str, Any] | None, rows: list[ArmRow], verdicts: list[tuple[str, str]]
+) -> tuple[str, str]:
     params = (header or {}).get("params") or {}
     asked = [str(a) for a in params.get("arms") or [r.arm for r in rows]]
-    return overall_of(asked, params.get("inject_into"), _effective(header, rows))
+    return overall_of(asked, params.get("inject_into"), verdicts)
 
 
 def overall_of(

@@ -78,12 +78,17 @@ done
 """
 
 
+def completion_script(path: Path, shell: str) -> Path:
+    """`pagebuf --print-completion SHELL`, which must succeed, written to `path`."""
+    proc = print_completion(shell)
+    assert proc.returncode == 0, proc.stderr
+    path.write_text(proc.stdout)
+    return path
+
+
 def test_bash_completes_every_command_and_its_options(tmp_path: Path) -> None:
     bash = _need("bash")
-    proc = print_completion("bash")
-    assert proc.returncode == 0, proc.stderr
-    script = tmp_path / "pagebuf.bash"
-    script.write_text(proc.stdout)
+    script = completion_script(tmp_path / "pagebuf.bash", "bash")
     assert subprocess.run([bash, "-n", str(script)], capture_output=True).returncode == 0
     cases: list[tuple[str, set[str]]] = []
     for path, parser in commands(cli.make_parser()):
@@ -128,18 +133,16 @@ def test_bash_completes_choices_and_paths(tmp_path: Path) -> None:
 
 def test_the_zsh_script_parses_and_names_every_command_and_option(tmp_path: Path) -> None:
     zsh = _need("zsh")
-    proc = print_completion("zsh")
-    assert proc.returncode == 0, proc.stderr
-    script = tmp_path / "_pagebuf"
-    script.write_text(proc.stdout)
+    script = completion_script(tmp_path / "_pagebuf", "zsh")
+    text = script.read_text()
     check = subprocess.run([zsh, "-n", str(script)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    assert proc.stdout.startswith("#compdef pagebuf\n")
+    assert text.startswith("#compdef pagebuf\n")
     for path, parser in commands(cli.make_parser()):
         for name in subcommands(parser):
-            assert re.search(rf"^ +[\"']?{re.escape(name)}:", proc.stdout, re.M), (path, name)
+            assert re.search(rf"^ +[\"']?{re.escape(name)}:", text, re.M), (path, name)
         for option in options(parser):
-            assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", proc.stdout), option
+            assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), option
 
 
 def test_only_the_shells_it_supports() -> None:
