@@ -39,10 +39,14 @@ KERNELS ?= debian custom
 ARM64_KERNELS ?= debian custom
 VMTESTS ?= tests/vm
 # What runs on the x86 debug kernel (KASAN, kmemleak, lockdep), four times slower than the
-# test kernel under emulation: the tests of the module itself, the fuzzer and the stress
-# (short in `make test`, long in `make stress`). A stage of `make test`, and `make test-debug`.
+# test kernel under emulation: the tests of the module itself (of the named-device ones,
+# those that do not start the CLI), the fuzzer and the stress (short in `make test`, long
+# in `make stress`). A stage of `make test`, and `make test-debug`.
 DEBUG_VMTESTS ?= tests/vm/test_hardening.py tests/vm/test_fuzz.py tests/vm/test_stress.py \
-	tests/vm/test_mmap.py tests/vm/test_kview.py tests/vm/test_limits.py tests/vm/test_errors.py
+	tests/vm/test_mmap.py tests/vm/test_kview.py tests/vm/test_limits.py tests/vm/test_errors.py \
+	$(addprefix tests/vm/test_dmadevice.py::test_,a_buffer_is_mapped_for_the_named_device \
+	the_direction_is_the_callers bad_requests_are_refused unbinding_the_driver_undoes_the_mapping \
+	removing_the_device_undoes_the_mapping a_real_device)
 CACHE := $(or $(PAGEBUF_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pagebuf)
 CHECKPATCH := $(CACHE)/checkpatch/linux-source-6.12/scripts/checkpatch.pl
 DEBIAN_KDIR = $(lastword $(sort $(wildcard /lib/modules/*-amd64/build)))
@@ -176,7 +180,8 @@ stage = t=$$(date +%s); echo "== $(1)"; $(2) || exit 1; \
 
 # The whole suite: static checks, the kernels (built once, then cached: the host tests
 # build the module W=1 against each of them), host tests, then the in-VM suite on each
-# x86 and arm64 kernel, the x86 PAT and bounce-buffer checks, and the debug kernel's tests.
+# x86 and arm64 kernel, the x86 PAT, bounce-buffer and IOMMU checks, and the debug kernel's
+# tests.
 test:
 	@$(call stage,static checks,$(MAKE) --no-print-directory check)
 	@$(call stage,test kernels and arm64 root filesystem,$(MAKE) --no-print-directory kernels)
@@ -190,7 +195,10 @@ test:
 		VMTESTS="tests/vm/test_pat.py tests/vm/test_mmap.py::test_the_caching_mode_reaches_the_page_tables")
 	@$(call stage,DMA tests and compare on the test kernel booted swiotlb=force,$(MAKE) \
 		--no-print-directory test-vm ARCH=x86_64 KERNEL=custom-swiotlb \
-		VMTESTS="tests/vm/test_swiotlb.py tests/vm/test_alloc.py")
+		VMTESTS="tests/vm/test_swiotlb.py tests/vm/test_alloc.py tests/vm/test_dmadevice.py")
+	@$(call stage,mappings for a device behind an IOMMU on Debian's x86 kernel,$(MAKE) \
+		--no-print-directory test-vm ARCH=x86_64 KERNEL=debian VMFLAGS=--iommu \
+		VMTESTS="tests/vm/test_iommu.py")
 	@$(call stage,module tests and short fuzz and stress on the x86 debug kernel,$(MAKE) \
 		--no-print-directory test-debug)
 	@for k in $(ARM64_KERNELS); do \
@@ -212,7 +220,7 @@ bench: $(SETUP_STAMP)
 # checkpatch --strict, sparse (against Debian's headers) and ruff must all be silent.
 check: $(CHECKPATCH)
 	perl $(CHECKPATCH) --no-tree --strict --quiet -f kmod/*.c kmod/include/uapi/*.h \
-		tests/vm/ptattr/*.c
+		tests/vm/ptattr/*.c tests/vm/dmadev/*.c
 	@rm -rf "$(CACHE)/sparse" && mkdir -p "$(CACHE)/sparse" && cp -r Kbuild kmod "$(CACHE)/sparse/" \
 		&& mkdir -p "$(CACHE)/sparse/python/pagebuf" \
 		&& cp python/pagebuf/__init__.py "$(CACHE)/sparse/python/pagebuf/"

@@ -12,10 +12,12 @@
 
 #include <linux/capability.h>
 #include <linux/crc32.h>
+#include <linux/device.h>
 #include <linux/dma-mapping.h>
 #include <linux/fs.h>
 #include <linux/log2.h>
 #include <linux/gfp.h>
+#include <linux/iommu.h>
 #include <linux/kref.h>
 #include <linux/libnvdimm.h>
 #include <linux/list.h>
@@ -25,7 +27,11 @@
 #include <linux/mmzone.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/notifier.h>
+#include <linux/pci.h>
 #include <linux/pfn_t.h>
+#include <linux/platform_device.h>
+#include <linux/property.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -33,6 +39,9 @@
 #include <linux/uaccess.h>
 #include <linux/string.h>
 #include <linux/xarray.h>
+#ifdef CONFIG_ARM_AMBA
+#include <linux/amba/bus.h>
+#endif
 #ifdef CONFIG_X86
 #include <asm/memtype.h>
 #endif
@@ -115,6 +124,14 @@ static enum pagebuf_cmo_via pagebuf_cmo_via;
  * @flags:    PAGEBUF_BUF_* bits
  * @pages:    first page, from alloc_pages()
  * @dma_addr: DMA address when PAGEBUF_BUF_DMA is set
+ * @dma_dev:  the device it is mapped for: pagebuf's own, or the named one,
+ *            held with a reference until the mapping is undone (then NULL,
+ *            under pagebuf_dev_lock)
+ * @dma_dir:  the mapping's direction
+ * @dma_info: PAGEBUF_DEV_* facts about @dma_dev, found when it was mapped
+ * @dma_mask: @dma_dev's DMA mask then
+ * @dma_name: "bus:name" of a named device, or "" for pagebuf's own
+ * @foreign:  on pagebuf_foreign while mapped for a named device
  * @owner:    the file whose release frees this buffer, and the only one
  *            that may reach it; NULL when the buffer belongs to the module
  *            and lives until freed or rmmod
@@ -131,6 +148,12 @@ struct pagebuf_buf {
 	u32 flags;
 	struct page *pages;
 	dma_addr_t dma_addr;
+	struct device *dma_dev;
+	enum dma_data_direction dma_dir;
+	u32 dma_info;
+	u64 dma_mask;
+	char dma_name[PAGEBUF_DEV_NAME_LEN];
+	struct list_head foreign;
 	struct file *owner;
 	struct list_head dead;
 	struct kobject *sysfs;
@@ -275,17 +298,23 @@ static int pagebuf_cmo_init(void)
 	return 0;
 }
 
+/* Flags change once, when a named device goes (PAGEBUF_BUF_DEVICE_GONE). */
 static void pagebuf_buf_describe(const struct pagebuf_buf *buf,
 				 struct pagebuf_buffer *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->id = buf->id;
 	out->order = buf->order;
-	out->flags = buf->flags;
+	out->flags = READ_ONCE(buf->flags);
 	out->phys_addr = page_to_phys(buf->pages);
-	if (buf->flags & PAGEBUF_BUF_DMA)
-		out->dma_addr = buf->dma_addr;
 	out->size = PAGE_SIZE << buf->order;
+	if (!(buf->flags & PAGEBUF_BUF_DMA))
+		return;
+	out->dma_addr = buf->dma_addr;
+	out->dma_dir = buf->dma_dir;
+	out->dma_info = buf->dma_info;
+	out->dma_mask = buf->dma_mask;
+	memcpy(out->dma_device, buf->dma_name, sizeof(out->dma_device));
 }
 
 /*
@@ -350,12 +379,40 @@ static ssize_t bounced_show(struct kobject *kobj, struct kobj_attribute *attr,
 	return sysfs_emit(page, "%d\n", bounced);
 }
 
+static ssize_t dma_device_show(struct kobject *kobj,
+			       struct kobj_attribute *attr, char *page)
+{
+	const struct pagebuf_buffer *desc = pagebuf_sysfs_desc(kobj);
+
+	if (!(desc->flags & PAGEBUF_BUF_DMA))
+		return sysfs_emit(page, "none\n");
+	return sysfs_emit(page, "%s\n", desc->dma_device[0] ? desc->dma_device :
+			  "pagebuf");
+}
+
+static ssize_t dma_dir_show(struct kobject *kobj, struct kobj_attribute *attr,
+			    char *page)
+{
+	static const char * const names[] = {
+		[PAGEBUF_DMA_BIDIRECTIONAL] = "bidirectional",
+		[PAGEBUF_DMA_TO_DEVICE] = "to-device",
+		[PAGEBUF_DMA_FROM_DEVICE] = "from-device",
+	};
+	const struct pagebuf_buffer *desc = pagebuf_sysfs_desc(kobj);
+
+	if (!(desc->flags & PAGEBUF_BUF_DMA))
+		return sysfs_emit(page, "none\n");
+	return sysfs_emit(page, "%s\n", names[desc->dma_dir]);
+}
+
 static struct kobj_attribute pagebuf_attr_phys_addr = __ATTR_RO(phys_addr);
 static struct kobj_attribute pagebuf_attr_dma_addr = __ATTR_RO(dma_addr);
 static struct kobj_attribute pagebuf_attr_size = __ATTR_RO(size);
 static struct kobj_attribute pagebuf_attr_order = __ATTR_RO(order);
 static struct kobj_attribute pagebuf_attr_owner = __ATTR_RO(owner);
 static struct kobj_attribute pagebuf_attr_bounced = __ATTR_RO(bounced);
+static struct kobj_attribute pagebuf_attr_dma_device = __ATTR_RO(dma_device);
+static struct kobj_attribute pagebuf_attr_dma_dir = __ATTR_RO(dma_dir);
 
 static struct attribute *pagebuf_buf_attrs[] = {
 	&pagebuf_attr_phys_addr.attr,
@@ -364,6 +421,8 @@ static struct attribute *pagebuf_buf_attrs[] = {
 	&pagebuf_attr_order.attr,
 	&pagebuf_attr_owner.attr,
 	&pagebuf_attr_bounced.attr,
+	&pagebuf_attr_dma_device.attr,
+	&pagebuf_attr_dma_dir.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(pagebuf_buf);
@@ -454,13 +513,237 @@ static void pagebuf_free_pages(struct page *pages, unsigned int order)
 		__free_page(pages + i);
 }
 
+/*
+ * A buffer may be mapped for a device other than pagebuf's, named by bus
+ * and name, as that device's driver would map it. The buffers so mapped are
+ * on pagebuf_foreign; pagebuf_dev_lock guards that list and their @dma_dev.
+ * A bus notifier undoes a mapping when its device's driver is bound or
+ * unbound or the device is removed: the DMA API's state for a device belongs
+ * to its driver, and an IOMMU forgets a removed device. The lock is taken
+ * under the device lock (ALLOC, and the notifier on bind and unbind) and
+ * under mmap_lock (a buffer's last put).
+ */
+static DEFINE_MUTEX(pagebuf_dev_lock);
+static LIST_HEAD(pagebuf_foreign);
+
+struct pagebuf_bus {
+	const char *name;
+	typeof(platform_bus_type) *type;
+	struct notifier_block nb;
+};
+
+static struct pagebuf_bus pagebuf_buses[] = {
+	{ .name = "platform", .type = &platform_bus_type },
+#ifdef CONFIG_PCI
+	{ .name = "pci", .type = &pci_bus_type },
+#endif
+#ifdef CONFIG_ARM_AMBA
+	{ .name = "amba", .type = &amba_bustype },
+#endif
+};
+
+/* "bus:name" with a reference: -EINVAL for another bus, -ENODEV if none. */
+static struct device *pagebuf_find_dev(const char *spec)
+{
+	const char *colon = strchr(spec, ':');
+	struct device *dev;
+	size_t i;
+
+	if (!colon || !colon[1])
+		return ERR_PTR(-EINVAL);
+	for (i = 0; i < ARRAY_SIZE(pagebuf_buses); i++) {
+		if (strlen(pagebuf_buses[i].name) != colon - spec ||
+		    strncmp(spec, pagebuf_buses[i].name, colon - spec))
+			continue;
+		dev = bus_find_device_by_name(pagebuf_buses[i].type, NULL,
+					      colon + 1);
+		return dev ?: ERR_PTR(-ENODEV);
+	}
+	return ERR_PTR(-EINVAL);
+}
+
+/* What a mapping at @addr for @dev says about the device (PAGEBUF_DEV_*). */
+static u32 pagebuf_dev_info(struct device *dev, dma_addr_t addr)
+{
+	struct iommu_domain *domain = iommu_get_domain_for_dev(dev);
+	u32 info = 0;
+
+	switch (device_get_dma_attr(dev)) {
+	case DEV_DMA_COHERENT:
+		info |= PAGEBUF_DEV_COHERENT;
+		break;
+	case DEV_DMA_NON_COHERENT:
+		info |= PAGEBUF_DEV_NONCOHERENT;
+		break;
+	default:
+		break;
+	}
+	if (dma_need_sync(dev, addr))
+		info |= PAGEBUF_DEV_SYNC;
+	if (device_iommu_mapped(dev))
+		info |= PAGEBUF_DEV_IOMMU;
+	if (domain && domain->type != IOMMU_DOMAIN_IDENTITY)
+		info |= PAGEBUF_DEV_TRANSLATED;
+	return info;
+}
+
+/* dma_map_page() @buf for @dev, and what it found: 0 or -errno. */
+static int pagebuf_dma_map(struct pagebuf_buf *buf, struct device *dev)
+{
+	size_t size = PAGE_SIZE << buf->order;
+	dma_addr_t addr;
+
+	addr = dma_map_page_attrs(dev, buf->pages, 0, size, buf->dma_dir,
+				  DMA_ATTR_NO_WARN);
+	if (dma_mapping_error(dev, addr))
+		return -EIO;
+	buf->dma_addr = addr;
+	buf->dma_dev = dev;
+	buf->dma_mask = dma_get_mask(dev);
+	buf->dma_info = pagebuf_dev_info(dev, addr);
+	if (!(buf->dma_info & PAGEBUF_DEV_TRANSLATED) &&
+	    addr != page_to_phys(buf->pages))
+		buf->flags |= PAGEBUF_BUF_BOUNCED;
+	return 0;
+}
+
+/*
+ * Map @buf for the device buf->dma_name names, with that device's lock held,
+ * so that no bind or unbind comes between the mapping and its place on
+ * pagebuf_foreign, where the notifier finds it. Under pagebuf_dev_lock the
+ * device is looked up again: one still on its bus has not yet been through
+ * BUS_NOTIFY_REMOVED_DEVICE, which then waits for the lock and undoes the
+ * mapping before the IOMMU core (a later notifier) forgets the device.
+ */
+static int pagebuf_map_named(struct pagebuf_buf *buf)
+{
+	struct iommu_domain *domain;
+	struct device *dev, *again;
+	int ret;
+
+	dev = pagebuf_find_dev(buf->dma_name);
+	if (IS_ERR(dev))
+		return PTR_ERR(dev);
+	ret = device_lock_interruptible(dev);
+	if (ret)
+		goto err_put;
+	mutex_lock(&pagebuf_dev_lock);
+	again = pagebuf_find_dev(buf->dma_name);
+	if (IS_ERR(again)) {
+		ret = -ENODEV;
+		goto err_unlock;
+	}
+	put_device(again);
+	domain = iommu_get_domain_for_dev(dev);
+	if (again != dev) {
+		ret = -ENODEV;
+	} else if (!dev->dma_mask) {
+		/* It does no DMA: dma_map_page() would warn. */
+		ret = -EOPNOTSUPP;
+	} else if (PAGE_SIZE << buf->order > dma_max_mapping_size(dev)) {
+		ret = -E2BIG;
+	} else if (domain && domain->type != IOMMU_DOMAIN_IDENTITY &&
+		   !(domain->type & __IOMMU_DOMAIN_DMA_API)) {
+		/* Its IOMMU domain is its owner's (VFIO), not the DMA API's. */
+		ret = -EBUSY;
+	} else {
+		ret = pagebuf_dma_map(buf, dev);
+	}
+	if (ret)
+		goto err_unlock;
+	list_add_tail(&buf->foreign, &pagebuf_foreign);
+	mutex_unlock(&pagebuf_dev_lock);
+	device_unlock(dev);
+	return 0;
+
+err_unlock:
+	mutex_unlock(&pagebuf_dev_lock);
+	device_unlock(dev);
+err_put:
+	put_device(dev);
+	return ret;
+}
+
+/* Undo a named device's mapping, with pagebuf_dev_lock held. */
+static void pagebuf_unmap_named(struct pagebuf_buf *buf)
+{
+	if (!buf->dma_dev)
+		return;
+	dma_unmap_page(buf->dma_dev, buf->dma_addr, PAGE_SIZE << buf->order,
+		       buf->dma_dir);
+	put_device(buf->dma_dev);
+	buf->dma_dev = NULL;
+}
+
+static int pagebuf_bus_notify(struct notifier_block *nb, unsigned long action,
+			      void *data)
+{
+	struct device *dev = data;
+	struct pagebuf_buf *buf;
+
+	if (action != BUS_NOTIFY_BIND_DRIVER &&
+	    action != BUS_NOTIFY_UNBIND_DRIVER &&
+	    action != BUS_NOTIFY_DEL_DEVICE &&
+	    action != BUS_NOTIFY_REMOVED_DEVICE)
+		return NOTIFY_DONE;
+
+	mutex_lock(&pagebuf_dev_lock);
+	list_for_each_entry(buf, &pagebuf_foreign, foreign) {
+		phys_addr_t phys = page_to_phys(buf->pages);
+
+		if (buf->dma_dev != dev)
+			continue;
+		pagebuf_unmap_named(buf);
+		WRITE_ONCE(buf->flags, buf->flags | PAGEBUF_BUF_DEVICE_GONE);
+		dev_notice(dev, "pagebuf: DMA mapping of the buffer at %pa undone: the device's driver or the device is going\n",
+			   &phys);
+	}
+	mutex_unlock(&pagebuf_dev_lock);
+	return NOTIFY_OK;
+}
+
+static void pagebuf_bus_unwatch(size_t n)
+{
+	while (n--)
+		bus_unregister_notifier(pagebuf_buses[n].type,
+					&pagebuf_buses[n].nb);
+}
+
+/*
+ * Ahead of the IOMMU core's notifier (priority 0), which forgets a device
+ * on BUS_NOTIFY_REMOVED_DEVICE: its mappings must be undone first.
+ */
+static int pagebuf_bus_watch(void)
+{
+	size_t i;
+	int ret;
+
+	for (i = 0; i < ARRAY_SIZE(pagebuf_buses); i++) {
+		pagebuf_buses[i].nb.notifier_call = pagebuf_bus_notify;
+		pagebuf_buses[i].nb.priority = INT_MAX;
+		ret = bus_register_notifier(pagebuf_buses[i].type,
+					    &pagebuf_buses[i].nb);
+		if (ret) {
+			pagebuf_bus_unwatch(i);
+			return ret;
+		}
+	}
+	return 0;
+}
+
 static void pagebuf_buf_release(struct kref *ref)
 {
 	struct pagebuf_buf *buf = container_of(ref, struct pagebuf_buf, ref);
 
-	if (buf->flags & PAGEBUF_BUF_DMA)
+	if (buf->dma_name[0]) {
+		mutex_lock(&pagebuf_dev_lock);
+		list_del(&buf->foreign);
+		pagebuf_unmap_named(buf);
+		mutex_unlock(&pagebuf_dev_lock);
+	} else if (buf->flags & PAGEBUF_BUF_DMA) {
 		dma_unmap_page(pagebuf_dev(), buf->dma_addr,
-			       PAGE_SIZE << buf->order, DMA_BIDIRECTIONAL);
+			       PAGE_SIZE << buf->order, buf->dma_dir);
+	}
 	pagebuf_free_pages(buf->pages, buf->order);
 	atomic_long_sub(PAGE_SIZE << buf->order, &pagebuf_bytes_in_use);
 	kfree(buf);
@@ -549,16 +832,18 @@ static struct pagebuf_buf *pagebuf_buf_find(struct file *file,
  * A new buffer, not yet in the registry: charged, allocated, zeroed to
  * memory and mapped for DMA if asked. Called without pagebuf_lock.
  */
-static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
+static struct pagebuf_buf *pagebuf_buf_create(const struct pagebuf_buffer *req,
 					      struct file *owner)
 {
-	struct device *dev = pagebuf_dev();
+	bool own_dma = (req->flags & PAGEBUF_BUF_DMA) && !req->dma_device[0];
+	unsigned int order = req->order;
 	size_t size = PAGE_SIZE << order;
+	u32 flags = req->flags;
 	struct pagebuf_buf *buf;
 	int ret;
 
 	/* A bounce buffer (swiotlb) maps no more than this in one piece. */
-	if ((flags & PAGEBUF_BUF_DMA) && size > dma_max_mapping_size(dev))
+	if (own_dma && size > dma_max_mapping_size(pagebuf_dev()))
 		return ERR_PTR(-E2BIG);
 	if (!pagebuf_charge(size))
 		return ERR_PTR(-ENOMEM);
@@ -570,8 +855,11 @@ static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
 	}
 	kref_init(&buf->ref);
 	INIT_LIST_HEAD(&buf->dead);
+	INIT_LIST_HEAD(&buf->foreign);
 	buf->order = order;
 	buf->flags = flags;
+	buf->dma_dir = (enum dma_data_direction)req->dma_dir;
+	memcpy(buf->dma_name, req->dma_device, sizeof(buf->dma_name));
 	buf->owner = (flags & PAGEBUF_BUF_FILE_OWNED) ? owner : NULL;
 
 	buf->pages = pagebuf_alloc_pages(order);
@@ -588,17 +876,13 @@ static struct pagebuf_buf *pagebuf_buf_create(unsigned int order, u32 flags,
 	if (ret && ret != -EOPNOTSUPP)
 		goto err_free_pages;
 
-	if (flags & PAGEBUF_BUF_DMA) {
-		buf->dma_addr = dma_map_page_attrs(dev, buf->pages, 0, size,
-						   DMA_BIDIRECTIONAL,
-						   DMA_ATTR_NO_WARN);
-		if (dma_mapping_error(dev, buf->dma_addr)) {
-			ret = -EIO;
-			goto err_free_pages;
-		}
-		if (buf->dma_addr != page_to_phys(buf->pages))
-			buf->flags |= PAGEBUF_BUF_BOUNCED;
-	}
+	ret = 0;
+	if (own_dma)
+		ret = pagebuf_dma_map(buf, pagebuf_dev());
+	else if (flags & PAGEBUF_BUF_DMA)
+		ret = pagebuf_map_named(buf);
+	if (ret)
+		goto err_free_pages;
 	return buf;
 
 err_free_pages:
@@ -629,16 +913,29 @@ static int pagebuf_copy_out(void __user *uarg, size_t usize, const void *data,
 static int pagebuf_ioctl_alloc(struct file *file, struct pagebuf_buffer *req,
 			       void __user *uarg, size_t usize)
 {
+	size_t name_len = strnlen(req->dma_device, sizeof(req->dma_device));
 	struct pagebuf_buf *buf;
 	unsigned long pfn;
 	int ret;
 
 	if (req->id || req->reserved || req->phys_addr || req->dma_addr ||
-	    req->size || (req->flags & ~PAGEBUF_BUF_FLAGS) ||
-	    req->order > pagebuf_max_order)
+	    req->size || req->dma_info || req->dma_mask ||
+	    (req->flags & ~PAGEBUF_BUF_FLAGS) ||
+	    req->order > pagebuf_max_order ||
+	    req->dma_dir > PAGEBUF_DMA_FROM_DEVICE)
 		return -EINVAL;
+	/* A name, NUL-terminated and zero-padded, for a DMA buffer only. */
+	if (name_len == sizeof(req->dma_device) ||
+	    memchr_inv(req->dma_device + name_len, 0,
+		       sizeof(req->dma_device) - name_len))
+		return -EINVAL;
+	if (!(req->flags & PAGEBUF_BUF_DMA) && (name_len || req->dma_dir))
+		return -EINVAL;
+	/* A named device's DMA reaches these pages: an administrator's call. */
+	if (name_len && !capable(CAP_SYS_ADMIN))
+		return -EPERM;
 
-	buf = pagebuf_buf_create(req->order, req->flags, file);
+	buf = pagebuf_buf_create(req, file);
 	if (IS_ERR(buf))
 		return PTR_ERR(buf);
 
@@ -745,6 +1042,7 @@ static int pagebuf_ioctl_get_info(struct pagebuf_info *info)
 	if (memchr_inv(info, 0, sizeof(*info)))
 		return -EINVAL;
 	info->api_version = PAGEBUF_API_VERSION;
+	info->features |= PAGEBUF_FEAT_DMA_DEVICE;
 	if (pagebuf_dma_coherent)
 		info->features |= PAGEBUF_FEAT_DMA_COHERENT;
 	if (pagebuf_dma_bounce)
@@ -778,8 +1076,8 @@ static int pagebuf_ioctl_buf_info(struct pagebuf_buffer *req)
 	struct pagebuf_buf *buf;
 	int ret = 0;
 
-	if (!req->id || req->order || req->flags || req->reserved ||
-	    req->phys_addr || req->dma_addr || req->size)
+	if (!req->id || memchr_inv((u8 *)req + sizeof(req->id), 0,
+				   sizeof(*req) - sizeof(req->id)))
 		return -EINVAL;
 
 	mutex_lock(&pagebuf_lock);
@@ -799,16 +1097,18 @@ static int pagebuf_ioctl_buf_info(struct pagebuf_buffer *req)
 static int pagebuf_ioctl_list(struct pagebuf_list *req)
 {
 	void __user *ubuf = u64_to_user_ptr(req->buffers);
-	size_t entry = sizeof(struct pagebuf_buffer);
+	size_t entry = sizeof(struct pagebuf_buffer), copy;
 	struct pagebuf_buffer *snap = NULL;
 	struct pagebuf_buf *buf;
 	unsigned long index;
 	u32 i, want, n = 0;
 	int ret = 0;
 
-	if (req->count || req->total || req->entry_size < entry ||
+	if (req->count || req->total ||
+	    req->entry_size < offsetofend(struct pagebuf_buffer, size) ||
 	    req->entry_size > PAGE_SIZE || (req->capacity && !req->buffers))
 		return -EINVAL;
+	copy = min_t(size_t, entry, req->entry_size);
 
 	/* Never more than could exist: the caller's capacity may be anything. */
 	want = min(req->capacity, READ_ONCE(pagebuf_nr_buffers));
@@ -829,8 +1129,8 @@ static int pagebuf_ioctl_list(struct pagebuf_list *req)
 	for (i = 0; i < n; i++) {
 		void __user *dst = ubuf + (size_t)i * req->entry_size;
 
-		if (copy_to_user(dst, &snap[i], entry) ||
-		    clear_user(dst + entry, req->entry_size - entry)) {
+		if (copy_to_user(dst, &snap[i], copy) ||
+		    clear_user(dst + copy, req->entry_size - copy)) {
 			ret = -EFAULT;
 			break;
 		}
@@ -927,6 +1227,18 @@ out_put:
 	return ret;
 }
 
+/* Sync @buf for its device; a named one with pagebuf_dev_lock held. */
+static void pagebuf_sync(struct pagebuf_buf *buf, u32 direction, u64 offset,
+			 u64 length)
+{
+	if (direction == PAGEBUF_SYNC_FOR_CPU)
+		dma_sync_single_range_for_cpu(buf->dma_dev, buf->dma_addr,
+					      offset, length, buf->dma_dir);
+	else
+		dma_sync_single_range_for_device(buf->dma_dev, buf->dma_addr,
+						 offset, length, buf->dma_dir);
+}
+
 /* The streaming-DMA ownership hand-over, on request, for a mapped buffer. */
 static int pagebuf_ioctl_sync(struct file *file, struct pagebuf_sync *req)
 {
@@ -952,14 +1264,16 @@ static int pagebuf_ioctl_sync(struct file *file, struct pagebuf_sync *req)
 		goto out_put;
 	}
 
-	if (req->direction == PAGEBUF_SYNC_FOR_CPU)
-		dma_sync_single_range_for_cpu(pagebuf_dev(), buf->dma_addr,
-					      req->offset, length,
-					      DMA_BIDIRECTIONAL);
-	else
-		dma_sync_single_range_for_device(pagebuf_dev(), buf->dma_addr,
-						 req->offset, length,
-						 DMA_BIDIRECTIONAL);
+	if (buf->dma_name[0]) {
+		mutex_lock(&pagebuf_dev_lock);
+		if (buf->dma_dev)
+			pagebuf_sync(buf, req->direction, req->offset, length);
+		else
+			ret = -ENODEV;
+		mutex_unlock(&pagebuf_dev_lock);
+	} else {
+		pagebuf_sync(buf, req->direction, req->offset, length);
+	}
 out_put:
 	pagebuf_buf_put(buf);
 	return ret;
@@ -997,7 +1311,11 @@ static inline void pagebuf_check_abi(void)
 {
 	BUILD_BUG_ON(offsetofend(struct pagebuf_info, dma_mask) != 48);
 	BUILD_BUG_ON(sizeof(struct pagebuf_info) != 72);
-	BUILD_BUG_ON(sizeof(struct pagebuf_buffer) != 40);
+	BUILD_BUG_ON(offsetofend(struct pagebuf_buffer, size) != 40);
+	BUILD_BUG_ON(sizeof(struct pagebuf_buffer) != 120);
+	BUILD_BUG_ON(PAGEBUF_DMA_BIDIRECTIONAL != DMA_BIDIRECTIONAL);
+	BUILD_BUG_ON(PAGEBUF_DMA_TO_DEVICE != DMA_TO_DEVICE);
+	BUILD_BUG_ON(PAGEBUF_DMA_FROM_DEVICE != DMA_FROM_DEVICE);
 	BUILD_BUG_ON(sizeof(struct pagebuf_free) != 16);
 	BUILD_BUG_ON(sizeof(struct pagebuf_list) != 24);
 	BUILD_BUG_ON(sizeof(struct pagebuf_caching) != 8);
@@ -1474,6 +1792,9 @@ static int __init pagebuf_init(void)
 	ret = pagebuf_cmo_init();
 	if (ret)
 		goto err_deregister;
+	ret = pagebuf_bus_watch();
+	if (ret)
+		goto err_deregister;
 
 	if (pagebuf_x86_pat_alias && pagebuf_pat_on()) {
 		pr_warn("x86_pat_alias=1: mapping RAM UC/WC behind PAT's back; tainting the kernel\n");
@@ -1505,6 +1826,7 @@ static void __exit pagebuf_exit(void)
 		pagebuf_buf_unlink(buf, &dead);
 	mutex_unlock(&pagebuf_lock);
 	pagebuf_put_dead(&dead);
+	pagebuf_bus_unwatch(ARRAY_SIZE(pagebuf_buses));
 	xa_destroy(&pagebuf_bufs);
 	mtree_destroy(&pagebuf_by_pfn);
 	kobject_put(pagebuf_buffers_dir);

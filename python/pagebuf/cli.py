@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, access, cpus, doctor, errors, names, records, versions
+from . import __version__, access, cpus, dmadev, doctor, errors, names, records, uapi, versions
 from .completion import PrintCompletion
 from .device import Buffer, Device, ModuleInfo
 from .physmem import PhysMem, PhysMemError
@@ -54,7 +54,7 @@ EXIT_CODES = {
     1: "corruption found (verify, compare-views, run, compare, report)",
     2: "usage error (an option or argument the parser refuses)",
     3: "broken controls (run, compare, report)",
-    4: "pagebuf module not loaded, or no device",
+    4: "pagebuf module not loaded, no pagebuf device, or no such device to map for (--dma-device)",
     5: "permission denied (no CAP_SYS_RAWIO, a read-only file, another file's buffer, x86 PAT)",
     6: "no such buffer",
     7: "limit reached or out of memory (max_bytes, dma_max_size)",
@@ -70,6 +70,7 @@ EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 11, 130, 141
 # What an error exits with: the first class it is an instance of, most specific first.
 EXIT_FOR_ERROR: tuple[tuple[type[errors.PagebufError], int], ...] = (
     (errors.ModuleNotLoadedError, 4),
+    (errors.NoSuchDeviceError, 4),
     (errors.PermissionDeniedError, 5),
     (errors.NoSuchBufferError, 6),
     (errors.LimitError, 7),
@@ -178,7 +179,21 @@ def make_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("alloc", help="allocate 2^ORDER pages; the buffer outlives the command")
     a.set_defaults(handler=_on_device(run_alloc))
     a.add_argument("--order", type=_order, required=True, help="log2 of the number of pages")
-    a.add_argument("--dma", action="store_true", help="also dma_map_page() it, bidirectional")
+    a.add_argument(
+        "--dma",
+        action="store_true",
+        help="also dma_map_page() it (for pagebuf's own device unless --dma-device)",
+    )
+    a.add_argument(
+        "--dma-device",
+        metavar="NAME",
+        help="map it for this existing device instead, as its driver would: a "
+        "name in /sys/bus/{platform,pci,amba}/devices/ (13000000.gpu, "
+        "0000:00:02.0) or bus:name; implies --dma; needs CAP_SYS_ADMIN",
+    )
+    a.add_argument("--dma-dir", choices=list(dmadev.DIRECTIONS), default="bidirectional",
+                   help="the mapping's direction, and every sync's (default bidirectional); "
+                   "implies --dma")  # fmt: skip
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("-q", "--quiet", action="store_true",
                    help="print the physical address alone (a=$(pagebuf alloc -q ...))")  # fmt: skip
@@ -288,6 +303,9 @@ def make_parser() -> argparse.ArgumentParser:
             help="evict cache lines meanwhile: a user or a kernel thrasher (none)",
         )
         r.add_argument("--busy-cpus", action="store_true", help="keep the other CPUs busy")
+        r.add_argument("--dma-device", metavar="NAME",
+                       help="the dma arm maps for this device, as its driver would, not for "
+                       "pagebuf's own (see alloc --dma-device; needs CAP_SYS_ADMIN)")  # fmt: skip
         r.add_argument("--inject-into", metavar="ARM", help="inject stale lines into this arm")
         r.add_argument("--inject-lines", type=_positive, default=8,
                        help="how many lines the injection control makes stale (8)")  # fmt: skip
@@ -339,18 +357,36 @@ def _describe(buf: Buffer) -> str:
     ]
     if buf.dma:
         bounce = " (a swiotlb bounce slot, not these pages)" if buf.bounced else ""
-        lines.append(f"dma_addr   {_hex(buf.dma_addr)}{bounce}")
+        gone = " (went away: mapping undone)" if buf.device_gone else ""
+        mask = "not reported" if buf.dma_mask is None else _hex(buf.dma_mask)
+        syncs = "needed (dma_need_sync)" if buf.dma_syncs else "not needed (dma_need_sync)"
+        lines += [
+            f"dma_addr   {_hex(buf.dma_addr)}{bounce}",
+            f"device     {buf.dma_device or 'pagebuf (its own)'}{gone}",
+            f"direction  {dmadev.DIRECTION_NAMES.get(buf.dma_dir, buf.dma_dir)}",
+            f"dma_mask   {mask}",
+            f"coherence  {dmadev.coherence(buf.dma_info)} (firmware's word)",
+            f"syncs      {syncs}",
+            f"iommu      {dmadev.iommu(buf.dma_info)}",
+        ]
     return "\n".join(lines)
 
 
 def _table(bufs: list[Buffer]) -> str:
-    head = f"{'ID':>6}  {'PHYS_ADDR':<18}  {'DMA_ADDR':<18}  {'ORDER':>5}  {'SIZE':>10}  OWNER"
+    head = (f"{'ID':>6}  {'PHYS_ADDR':<18}  {'DMA_ADDR':<18}  {'ORDER':>5}  {'SIZE':>10}  "
+            "OWNER   DEVICE")  # fmt: skip
     rows = [
         f"{b.id:>6}  {_hex(b.phys_addr):<18}  {_hex(b.dma_addr):<18}  "
-        f"{b.order:>5}  {b.size:>10}  {b.owner}"
+        f"{b.order:>5}  {b.size:>10}  {b.owner:<6}  {_device_cell(b)}"
         for b in bufs
     ]
     return "\n".join([head, *rows])
+
+
+def _device_cell(buf: Buffer) -> str:
+    if not buf.dma:
+        return "-"
+    return (buf.dma_device or "pagebuf") + (" (gone)" if buf.device_gone else "")
 
 
 def run_doctor(args: argparse.Namespace) -> int:
@@ -559,6 +595,7 @@ def _params(args: argparse.Namespace) -> RunParams:
         pattern=args.pattern, via=args.via, duration=args.duration, interval=args.interval,
         pressure=args.pressure, busy_cpus=args.busy_cpus, inject_into=args.inject_into,
         inject_lines=args.inject_lines, strict=args.strict,
+        dma_device=dmadev.resolve(args.dma_device) if args.dma_device else None,
     )  # fmt: skip
 
 
@@ -684,7 +721,9 @@ def _on_device(fn: Callable[[argparse.Namespace, Device], int]) -> Handler:
 
 
 def run_alloc(args: argparse.Namespace, dev: Device) -> int:
-    buf = dev.alloc(args.order, dma=args.dma)
+    direction = dmadev.DIRECTIONS[args.dma_dir]
+    dma = args.dma or bool(args.dma_device) or direction != uapi.DMA_BIDIRECTIONAL
+    buf = dev.alloc(args.order, dma=dma, dma_device=args.dma_device, dma_dir=direction)
     if args.quiet:
         print(f"0x{buf.phys_addr:x}")
     else:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, uapi
+from . import __version__, dmadev, uapi
 from .closing import Closing
 from .discovery import find_device
 from .errors import (
@@ -18,8 +18,11 @@ from .errors import (
     NOT_LOADED,
     ORDER_TOO_HIGH,
     SYNC_EINVAL,
+    InvalidRequestError,
     ModuleNotLoadedError,
     PagebufError,
+    device_gone,
+    device_refusal,
     dma_too_large,
     foreign_buffer,
     from_oserror,
@@ -30,7 +33,9 @@ DMA_UNLIMITED = 2**64 - 1  # dma_max_size when the device takes mappings of any 
 
 @dataclass(frozen=True)
 class Buffer:
-    """One buffer as the module describes it."""
+    """One buffer as the module describes it. A DMA buffer's mapping: for `dma_device`
+    ("bus:name"), or pagebuf's own device when None; `dma_info`: uapi.DEV_* facts about
+    that device, `dma_mask` its mask (None from a module older than interface 4)."""
 
     id: int
     order: int
@@ -38,11 +43,17 @@ class Buffer:
     phys_addr: int
     dma_addr: int | None
     size: int
+    dma_dir: int = uapi.DMA_BIDIRECTIONAL
+    dma_info: int = 0
+    dma_mask: int | None = None
+    dma_device: str | None = None
 
     @classmethod
     def from_struct(cls, s: uapi.PagebufBuffer) -> Buffer:
-        dma = bool(s.flags & uapi.BUF_DMA)
-        return cls(s.id, s.order, s.flags, s.phys_addr, s.dma_addr if dma else None, s.size)
+        if not s.flags & uapi.BUF_DMA:
+            return cls(s.id, s.order, s.flags, s.phys_addr, None, s.size)
+        return cls(s.id, s.order, s.flags, s.phys_addr, s.dma_addr, s.size, s.dma_dir,
+                   s.dma_info, s.dma_mask or None, s.dma_device.decode() or None)  # fmt: skip
 
     @property
     def dma(self) -> bool:
@@ -56,6 +67,18 @@ class Buffer:
     def bounced(self) -> bool:
         """The DMA mapping goes through a swiotlb bounce buffer: dma_addr is its slot."""
         return bool(self.flags & uapi.BUF_BOUNCED)
+
+    @property
+    def device_gone(self) -> bool:
+        """The named device went away (unbound, rebound, removed): the mapping is undone."""
+        return bool(self.flags & uapi.BUF_DEVICE_GONE)
+
+    @property
+    def dma_syncs(self) -> bool:
+        """dma_need_sync(): the DMA API wants syncs around this mapping: cache maintenance
+        (a non-coherent device), a bounce copy, or an IOMMU's own (it says yes for every
+        IOMMU-translated device, coherent or not)."""
+        return bool(self.dma_info & uapi.DEV_SYNC)
 
     @property
     def pages(self) -> int:
@@ -78,6 +101,18 @@ class Buffer:
             "dma": self.dma,
             "bounced": self.bounced,
             "owner": self.owner,
+            **(self._dma_dict() if self.dma else {}),
+        }
+
+    def _dma_dict(self) -> dict[str, Any]:
+        return {
+            "dma_device": self.dma_device,
+            "dma_dir": dmadev.DIRECTION_NAMES.get(self.dma_dir, str(self.dma_dir)),
+            "dma_mask_hex": None if self.dma_mask is None else f"0x{self.dma_mask:x}",
+            "dma_coherence": dmadev.coherence(self.dma_info),
+            "dma_syncs": self.dma_syncs,
+            "dma_iommu": dmadev.iommu(self.dma_info),
+            "device_gone": self.device_gone,
         }
 
 
@@ -148,6 +183,11 @@ class ModuleInfo:
         return self._has(uapi.FEAT_WC_IS_UC)
 
     @property
+    def maps_for_devices(self) -> bool:
+        """ALLOC maps for a named device (interface 4): alloc --dma-device."""
+        return self._has(uapi.FEAT_DMA_DEVICE)
+
+    @property
     def uncached_refused(self) -> bool:
         """mmap UC/WC/DEVICE (and the O_SYNC default) is refused with EPERM here."""
         return self.x86_pat and not self.pat_alias
@@ -213,6 +253,7 @@ class ModuleInfo:
             "x86_pat": self.x86_pat,
             "pat_alias": self.pat_alias,
             "wc_is_uc": self.wc_is_uc,
+            "maps_for_devices": self.maps_for_devices,
         }
 
 
@@ -287,12 +328,22 @@ class Device(Closing):
         self.ioctl(uapi.IOC_GET_INFO, s, "module info")
         return ModuleInfo.from_struct(s)
 
-    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False,
+              dma_device: str | None = None,
+              dma_dir: int = uapi.DMA_BIDIRECTIONAL) -> Buffer:  # fmt: skip
+        """A new buffer of 2^order pages. `dma`: map it for DMA, in direction `dma_dir`
+        (uapi.DMA_*), for pagebuf's own device or for `dma_device` (a device's name, or
+        "bus:name"), held by the module until the buffer goes (needs CAP_SYS_ADMIN)."""
         what = f"alloc order {order}"
         if not 0 <= order < 2**32:
             raise from_oserror(OSError(E.EINVAL, "bad order"), what)
+        if (dma_device or dma_dir) and not dma:
+            raise InvalidRequestError("a DMA device or direction needs a DMA buffer (--dma)",
+                                      E.EINVAL, op=what)  # fmt: skip
         flags = (uapi.BUF_DMA if dma else 0) | (uapi.BUF_FILE_OWNED if file_owned else 0)
-        s = uapi.PagebufBuffer(order=order, flags=flags)
+        s = uapi.PagebufBuffer(order=order, flags=flags, dma_dir=dma_dir)
+        if dma_device:
+            return self._alloc_for(s, dmadev.resolve(dma_device), what)
         try:
             self.ioctl(uapi.IOC_ALLOC, s, what, einval=ORDER_TOO_HIGH)
         except PagebufError as exc:
@@ -300,6 +351,20 @@ class Device(Closing):
                 raise
             why = self.info().dma_refusal(order)  # the module's own limit, in numbers
             raise from_oserror(OSError(E.E2BIG, "too big"), what, why) from None
+        return Buffer.from_struct(s)
+
+    def _alloc_for(self, s: uapi.PagebufBuffer, device: str, what: str) -> Buffer:
+        """ALLOC mapped for a named device ("bus:name")."""
+        what = f"{what} for {device}"
+        if self.api_version < 4 or not self.info().features & uapi.FEAT_DMA_DEVICE:
+            raise InvalidRequestError(
+                f"the loaded module (interface {self.api_version}) maps only for its own "
+                "device; load one of interface 4 or later", E.EOPNOTSUPP, op=what)  # fmt: skip
+        s.dma_device = device.encode()
+        try:
+            fcntl.ioctl(self.fileno(), uapi.IOC_ALLOC, s, True)
+        except OSError as exc:
+            raise from_oserror(exc, what, device_refusal(exc.errno or 0, device)) from None
         return Buffer.from_struct(s)
 
     def buffer(self, buf_id: int) -> Buffer:
@@ -386,8 +451,14 @@ class Device(Closing):
         """dma_sync_single_range_for_cpu/_for_device (uapi.SYNC_*) on a DMA-mapped buffer."""
         self._check_id(buf_id)
         s = uapi.PagebufSync(id=buf_id, direction=direction, offset=offset, length=length)
-        self.ioctl(uapi.IOC_SYNC, s, f"sync buffer {buf_id}", foreign_buffer(buf_id),
-                   SYNC_EINVAL)  # fmt: skip
+        try:
+            self.ioctl(uapi.IOC_SYNC, s, f"sync buffer {buf_id}", foreign_buffer(buf_id),
+                       SYNC_EINVAL)  # fmt: skip
+        except PagebufError as exc:
+            if exc.errno != E.ENODEV:
+                raise
+            raise from_oserror(OSError(E.ENODEV, "gone"), f"sync buffer {buf_id}",
+                               device_gone(buf_id)) from None  # fmt: skip
 
     def _kaccess(
         self,

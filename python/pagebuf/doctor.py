@@ -239,7 +239,8 @@ def check_cpus(report: Report, arch: str) -> None:
 
 OWN_DEVICE = (
     "pagebuf's own device is a misc device, never behind an IOMMU: its mappings are "
-    "dma-direct with a 64-bit mask"
+    "dma-direct with a 64-bit mask; `alloc --dma-device NAME` (and `compare --dma-device`) "
+    "map for your device instead and say whether its IOMMU translates"
 )
 
 

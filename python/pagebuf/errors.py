@@ -25,6 +25,10 @@ class ModuleNotLoadedError(PagebufError, LookupError):
     """No pagebuf device: the module is not loaded, or the node is not pagebuf's."""
 
 
+class NoSuchDeviceError(PagebufError, LookupError):
+    """No device of that name to map a buffer for (alloc --dma-device), or it went away."""
+
+
 class PermissionDeniedError(PagebufError, PermissionError):
     """No CAP_SYS_RAWIO, a read-only file, another file's buffer, injection off, x86 PAT."""
 
@@ -66,6 +70,8 @@ _CLASSES: dict[int, type[PagebufError]] = {
     E.E2BIG: LimitError,
     E.EINVAL: InvalidRequestError,
     E.ENOTTY: InvalidRequestError,
+    E.EOPNOTSUPP: InvalidRequestError,
+    E.ENODEV: NoSuchDeviceError,
 }
 _REASONS = {
     E.EPERM: NO_RAWIO,
@@ -76,6 +82,7 @@ _REASONS = {
     E.E2BIG: "above the largest DMA mapping here (see dma_max_size in `pagebuf status`)",
     E.EINVAL: "invalid request (a flag, field or range the module refuses)",
     E.ENOTTY: "the loaded module does not know this request (version mismatch?)",
+    E.ENODEV: "no such device, or it went away",
 }
 
 
@@ -89,6 +96,25 @@ def dma_too_large(order: int, size: int, limit: int, bounced: bool) -> str:
     why = "swiotlb bounce buffering" if bounced else "dma_max_mapping_size() of pagebuf's device"
     where = f"the largest DMA mapping here ({limit} bytes: {why})"
     return f"order {order} is {size} bytes, above {where}"
+
+
+def device_refusal(code: int, device: str) -> str | None:
+    """Why ALLOC refused to map for `device` ("bus:name"), by errno; None: the usual."""
+    return {
+        E.ENODEV: f"no device {device} (removed, or never there: see /sys/bus/*/devices/)",
+        E.EOPNOTSUPP: f"{device} does no DMA (it has no DMA mask)",
+        E.EBUSY: f"{device}'s IOMMU domain belongs to its driver (VFIO?), not to the DMA API",
+        E.EPERM: f"mapping for another device ({device}) needs CAP_SYS_ADMIN",
+        E.EINVAL: f"{device}: the module maps for platform, pci and amba devices only, or "
+        "the order is above its max_order",
+        E.E2BIG: f"above the largest DMA mapping {device} takes (dma_max_mapping_size())",
+    }.get(code)
+
+
+def device_gone(buf_id: int) -> str:
+    """Why SYNC found no mapping: the named device went away (PAGEBUF_BUF_DEVICE_GONE)."""
+    return (f"buffer {buf_id}'s device went away (its driver was unbound or rebound, or it "
+            "was removed): the DMA mapping was undone; free the buffer")  # fmt: skip
 
 
 def from_oserror(exc: OSError, what: str, reason: str | None = None) -> PagebufError:

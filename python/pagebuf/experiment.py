@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, access, cpus, doctor, preload, pressure, records, uapi
 from .device import Buffer, Device
-from .errors import DMA_BOUNCED, InvalidRequestError
+from .errors import DMA_BOUNCED, InvalidRequestError, PagebufError
 from .names import CONTROLS, MODES, PATTERNS
 from .physmem import PhysMem, PhysMemError
 from .results import ResultWriter
@@ -57,6 +57,7 @@ class RunParams:
     inject_into: str | None = None
     inject_lines: int = 8
     strict: bool = False  # an INCONCLUSIVE run exits records.EXIT_INCONCLUSIVE, not 0
+    dma_device: str | None = None  # "bus:name" the dma arm maps for; pagebuf's own if None
 
 
 @dataclass
@@ -92,6 +93,13 @@ ARMS = {
     "inject": Arm(control="inject"),
 }
 assert set(ARMS) == set(MODES + CONTROLS)
+
+# Why a named device's buffers cannot be mapped, which skips the dma arm with the reason:
+# no DMA mask, an IOMMU domain owned elsewhere, too large a mapping, gone meanwhile.
+_CANNOT_MAP = (E.EOPNOTSUPP, E.EBUSY, E.E2BIG, E.ENODEV, E.EIO)
+# What the dma arm's access record says of the device its buffers are mapped for.
+DMA_FACTS = ("dma_device", "dma_dir", "dma_mask_hex", "dma_coherence", "dma_syncs",
+             "dma_iommu", "bounced")  # fmt: skip
 
 Progress = Callable[[str | None], None]  # a line of progress; None when an arm ends
 
@@ -203,9 +211,10 @@ class Experiment:
 
     def _skip_reason(self, arm: str) -> str | None:
         spec = ARMS[arm]
-        if spec.dma:
+        if spec.dma and self.params.dma_device is None:
             # Bounced: the syncs copy between the pages and a bounce slot, and the copy
-            # back would revert the user's uncached write (false corruption).
+            # back would revert the user's uncached write (false corruption). A named
+            # device's buffers say for themselves (an IOMMU may translate for it).
             if self.info.dma_bounce:
                 return DMA_BOUNCED
             too_large = self.info.dma_refusal(self.params.order)
@@ -235,15 +244,26 @@ class Experiment:
                 stack.enter_context(cpus.single_cpu(keep=0))
             bufs: list[Buffer] = []
             try:
-                for _ in range(self.params.buffers):
-                    bufs.append(self.dev.alloc(self.params.order, dma=ARMS[arm].dma,
-                                               file_owned=True))  # fmt: skip
+                try:
+                    for _ in range(self.params.buffers):
+                        bufs.append(self._alloc(arm))
+                except PagebufError as exc:
+                    if exc.errno not in _CANNOT_MAP or not self.params.dma_device:
+                        raise
+                    return ArmResult(arm, "skipped", f"cannot map for "
+                                     f"{self.params.dma_device}: {exc.reason}")  # fmt: skip
                 if any(b.bounced for b in bufs):  # bounced without FEAT_DMA_BOUNCE
                     return ArmResult(arm, "skipped", DMA_BOUNCED)
                 return self._run_arm(arm, bufs, stack)
             finally:
                 for b in bufs:
                     self.dev.free(b.id)
+
+    def _alloc(self, arm: str) -> Buffer:
+        """One of an arm's buffers: the dma arm's mapped for --dma-device, if named."""
+        dma = ARMS[arm].dma
+        device = self.params.dma_device if dma else None
+        return self.dev.alloc(self.params.order, dma=dma, file_owned=True, dma_device=device)
 
     def _maintain(self, action: str | None, buf: Buffer) -> None:
         """One of an arm's cache-maintenance steps on the kernel's alias of `buf`."""
@@ -270,6 +290,9 @@ class Experiment:
             paths = ", ".join(sorted(taken))
             raise InvalidRequestError(f"--via {p.via} took different paths for one arm's buffers "
                                f"({paths}): name one with --via", E.EINVAL)  # fmt: skip
+        if spec.dma:  # the device the syncs are for, and what it is
+            facts = bufs[0].to_dict()
+            used["dma"] = {k: facts[k] for k in DMA_FACTS}
         self.out.write({"type": "access", "arm": arm, **used})
         gen = 2
         for b, mem in zip(bufs, mems):

@@ -190,6 +190,7 @@ class ArmRow:
     note: str = ""
     exact: bool = True  # False when a check listed only some of its bad lines
     via: str | None = None  # the user path the arm really took
+    dma: dict[str, Any] | None = None  # the dma arm's device and what it is (DMA_FACTS)
     bad: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
     # For the plot: (t, corrupted lines so far) per check, and pages per buffer.
     series: list[tuple[float, int]] = field(default_factory=list, repr=False)
@@ -238,6 +239,7 @@ def summarize(
             row = rows.setdefault(rec["arm"], ArmRow(rec["arm"]))
             if kind == ACCESS:
                 row.via = str(rec.get("via"))
+                row.dma = rec["dma"] if isinstance(rec.get("dma"), dict) else None
             else:
                 row.verdict = str(rec.get("verdict", row.verdict))
                 row.note = str(rec.get("note", ""))

@@ -8,6 +8,8 @@ its bad lines (its exact count is in the record).
 
 from __future__ import annotations
 
+from typing import Any
+
 from .records import ArmRow, Check, parse_check, summarize
 
 __all__ = ["ArmRow", "Check", "parse_check", "render_table", "summarize"]
@@ -39,4 +41,13 @@ def render_table(rows: list[ArmRow]) -> str:
                        for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
              for cells in (head, *body)]  # fmt: skip
     notes = [f"{r.arm}: {r.note}" for r in rows if r.note]
+    notes += [_mapped_for(r.arm, r.dma) for r in rows if r.dma and r.dma.get("dma_device")]
     return "\n".join(lines + notes)
+
+
+def _mapped_for(arm: str, dma: dict[str, Any]) -> str:
+    """The device a dma arm's buffers were mapped for (--dma-device), and what it is."""
+    syncs = "needed" if dma.get("dma_syncs") else "not needed"
+    return (f"{arm}: mapped for {dma.get('dma_device')} (mask {dma.get('dma_mask_hex')}, "
+            f"firmware says {dma.get('dma_coherence')}, IOMMU {dma.get('dma_iommu')}): "
+            f"syncs {syncs}")  # fmt: skip

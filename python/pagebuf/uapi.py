@@ -10,12 +10,25 @@ import ctypes
 
 from ioctl_opt import IOR, IOW, IOWR
 
-API_VERSION = 3
+API_VERSION = 4
 
 BUF_DMA = 0x1
 BUF_FILE_OWNED = 0x2
 BUF_FLAGS = BUF_DMA | BUF_FILE_OWNED
 BUF_BOUNCED = 0x4
+BUF_DEVICE_GONE = 0x8
+
+DMA_BIDIRECTIONAL = 0
+DMA_TO_DEVICE = 1
+DMA_FROM_DEVICE = 2
+
+DEV_COHERENT = 0x1
+DEV_NONCOHERENT = 0x2
+DEV_SYNC = 0x4
+DEV_IOMMU = 0x8
+DEV_TRANSLATED = 0x10
+
+DEV_NAME_LEN = 64
 
 FREE_ALL = 0x1
 FREE_FLAGS = FREE_ALL
@@ -37,6 +50,7 @@ FEAT_DMA_BOUNCE = 0x10
 FEAT_X86_PAT = 0x20
 FEAT_PAT_ALIAS = 0x40
 FEAT_WC_IS_UC = 0x80
+FEAT_DMA_DEVICE = 0x100
 
 KFLUSH_CLEAN = 0x1
 KFLUSH_FLAGS = KFLUSH_CLEAN
@@ -70,6 +84,10 @@ class PagebufBuffer(ctypes.Structure):
         ("phys_addr", ctypes.c_uint64),
         ("dma_addr", ctypes.c_uint64),
         ("size", ctypes.c_uint64),
+        ("dma_dir", ctypes.c_uint32),
+        ("dma_info", ctypes.c_uint32),
+        ("dma_mask", ctypes.c_uint64),
+        ("dma_device", ctypes.c_char * DEV_NAME_LEN),
     ]
 
 

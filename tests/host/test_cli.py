@@ -58,6 +58,7 @@ class FakeDevice:
 
     freed: list[int] = []
     allocs: list[tuple[int, bool, bool]] = []  # (order, dma, file_owned) asked for
+    targets: list[tuple[str | None, int]] = []  # (dma_device, dma_dir) asked for
     sys_path: Path | None = None
 
     def __init__(self, path: object = None) -> None:
@@ -69,8 +70,10 @@ class FakeDevice:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False,
+              dma_device: str | None = None, dma_dir: int = 0) -> Buffer:  # fmt: skip
         self.allocs.append((order, dma, file_owned))
+        self.targets.append((dma_device, dma_dir))
         flags = (uapi.BUF_DMA if dma else 0) | (uapi.BUF_FILE_OWNED if file_owned else 0)
         return Buffer(7, order, flags, 0x3E58000, 0x3E58000 if dma else None, 4096 << order)
 
@@ -96,6 +99,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeDevice]]:
     monkeypatch.setattr(cli, "Device", FakeDevice)
     FakeDevice.freed = []
     FakeDevice.allocs = []
+    FakeDevice.targets = []
     FakeDevice.sys_path = None
     yield FakeDevice
     assert device.Device is not FakeDevice
@@ -117,6 +121,20 @@ def test_alloc_json_is_one_object(fake: type[FakeDevice], capsys: pytest.Capture
     assert fake.allocs == [(3, True, False), (0, False, False)]
     assert cli.main(["alloc", "--order", "1", "-q"]) == 0
     assert capsys.readouterr().out == "0x3e58000\n"  # the address alone, for a shell
+
+
+def test_alloc_dma_device_and_dir_imply_dma_and_reach_the_module(
+    fake: type[FakeDevice], capsys: pytest.CaptureFixture
+) -> None:
+    assert cli.main(["alloc", "--order", "0", "--dma-device", "13000000.gpu"]) == 0
+    assert cli.main(["alloc", "--order", "0", "--dma-dir", "from-device"]) == 0
+    assert cli.main(["alloc", "--order", "0", "--dma", "--dma-dir", "to-device"]) == 0
+    assert [a[1] for a in fake.allocs] == [True, True, True]
+    assert fake.targets == [("13000000.gpu", uapi.DMA_BIDIRECTIONAL),
+                            (None, uapi.DMA_FROM_DEVICE), (None, uapi.DMA_TO_DEVICE)]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["alloc", "--order", "0", "--dma-dir", "sideways"])
+    assert exc.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err
 
 
 def test_alloc_human_shows_dma_only_when_mapped(

@@ -366,7 +366,9 @@ class FakeDmaDevice:
         self.buf = Buffer(1, 0, uapi.BUF_DMA | uapi.BUF_FILE_OWNED | flags, 0x5000, dma_addr, 4096)
         self.freed: list[int] = []
 
-    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False,
+              dma_device: str | None = None, dma_dir: int = 0) -> Buffer:  # fmt: skip
+        assert dma_device is None and dma_dir == 0  # no --dma-device here
         assert dma and file_owned
         return self.buf
 

@@ -80,7 +80,8 @@ def every_error_class() -> set[type[errors.PagebufError]]:
 # added here: its code is a decision, not whatever it inherits.
 ERROR_MEANINGS = {
     "PagebufError": "other operating-system error",
-    "ModuleNotLoadedError": "pagebuf module not loaded, or no device",
+    "ModuleNotLoadedError": "pagebuf module not loaded, no pagebuf device",
+    "NoSuchDeviceError": "pagebuf module not loaded, no pagebuf device, or no such device",
     "PermissionDeniedError": "permission denied",
     "PhysMemPermissionError": "permission denied",
     "NoSuchBufferError": "no such buffer",

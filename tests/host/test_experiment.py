@@ -30,6 +30,7 @@ class FakeDevice:
     features = uapi.FEAT_FLUSH | uapi.FEAT_CLEAN | uapi.FEAT_INJECT
     dma_max_size = 2**64 - 1
     bounce_flag = 0  # BUF_BOUNCED on DMA buffers: bounced, whatever the features say
+    refuse_device = 0  # the errno ALLOC fails with for a named device (0: it maps)
 
     def __init__(self) -> None:
         self.bufs: dict[int, bytearray] = {}
@@ -39,14 +40,23 @@ class FakeDevice:
         return ModuleInfo(3, self.features, 4096, 10, 32768, 0, 0, 2**64 - 1,
                           self.dma_max_size, 128 << 20, 0)  # fmt: skip
 
-    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False,
+              dma_device: str | None = None, dma_dir: int = 0) -> Buffer:  # fmt: skip
+        if dma_device and self.refuse_device:
+            from pagebuf.errors import device_refusal, from_oserror
+
+            code = self.refuse_device
+            raise from_oserror(OSError(code, "no"), "alloc", device_refusal(code, dma_device))
         buf_id, self.next_id = self.next_id, self.next_id + 1
         size = 4096 << order
         self.bufs[buf_id] = bytearray(size)
-        LOG.append(("alloc", buf_id, dma))
+        LOG.append(("alloc", buf_id, dma) + ((dma_device,) if dma_device else ()))
         phys = 0x100000 * buf_id
         flags = (uapi.BUF_DMA | self.bounce_flag) if dma else 0
-        return Buffer(buf_id, order, flags, phys, phys if dma else None, size)
+        if not dma:
+            return Buffer(buf_id, order, flags, phys, None, size)
+        return Buffer(buf_id, order, flags, phys, phys, size, dma_dir, uapi.DEV_SYNC,
+                      2**40 - 1, dma_device)  # fmt: skip
 
     def free(self, buf_id: int) -> None:
         LOG.append(("free", buf_id))
@@ -269,6 +279,52 @@ def test_a_bounced_buffer_skips_the_dma_arm_even_without_the_feature(
     assert run("dma") == ["alloc", "free"]  # nothing written, no sync, freed
     assert run.result.verdict == "skipped"
     assert "sync_for_cpu would copy it over the user's writes" in run.result.note
+
+
+def test_the_dma_arm_maps_for_the_named_device_and_records_it(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pagebuf's own device bounced: no reason to refuse a device that may not be.
+    monkeypatch.setattr(FakeDevice, "features", FakeDevice.features | uapi.FEAT_DMA_BOUNCE)
+    calls = ["alloc", "kwrite", "sync-for-device", "user-write", "sync-for-cpu", "check", "free"]
+    assert run("dma", dma_device="platform:13000000.gpu") == calls
+    assert ("alloc", 1, True, "platform:13000000.gpu") in LOG
+    recs = list(read_records(tmp_path / "dma.jsonl"))
+    assert recs[0]["params"]["dma_device"] == "platform:13000000.gpu"
+    access = next(r for r in recs if r["type"] == "access")
+    assert access["dma"] == {"dma_device": "platform:13000000.gpu", "dma_dir": "bidirectional",
+                             "dma_mask_hex": "0xffffffffff", "dma_coherence": "unknown",
+                             "dma_syncs": True, "dma_iommu": "none", "bounced": False}  # fmt: skip
+    from pagebuf import report
+
+    _, rows = report.summarize(recs)
+    assert report.render_table(rows).endswith(
+        "dma: mapped for platform:13000000.gpu (mask 0xffffffffff, firmware says unknown, "
+        "IOMMU none): syncs needed"
+    )
+    assert run("cached", dma_device="platform:13000000.gpu")[0:1] == ["alloc"]
+    assert ("alloc", 2, False) in LOG  # the other arms' buffers are not mapped
+
+
+@pytest.mark.parametrize(("errno_", "words"), [(95, "does no DMA"), (16, "VFIO"),
+                                                (19, "no device platform:gpu")])  # fmt: skip
+def test_a_device_that_cannot_be_mapped_for_skips_the_dma_arm(
+    run: Any, monkeypatch: pytest.MonkeyPatch, errno_: int, words: str
+) -> None:
+    monkeypatch.setattr(FakeDevice, "refuse_device", errno_)
+    assert run("dma", dma_device="platform:gpu") == []
+    assert run.result.verdict == "skipped"
+    assert run.result.note.startswith("cannot map for platform:gpu: ") and words in run.result.note
+
+
+def test_a_named_device_refusal_that_is_not_about_the_device_is_raised(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pagebuf.errors import PermissionDeniedError
+
+    monkeypatch.setattr(FakeDevice, "refuse_device", 1)  # EPERM: no CAP_SYS_ADMIN
+    with pytest.raises(PermissionDeniedError, match="needs CAP_SYS_ADMIN"):
+        run("dma", dma_device="platform:gpu")
 
 
 def test_records_say_the_path_each_arm_really_took(run: Any, tmp_path: Path) -> None:

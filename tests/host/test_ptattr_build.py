@@ -79,7 +79,7 @@ def config(**kw: object) -> VmConfig:
         cwd=Path("/work/results"),
         rootfs=ROOTFS,
         script_dir=Path("/tmp/pagebuf-vm-1"),
-        ptattr_ko=Path("/cache/kmod/custom-arm64-ptattr/6.12.117/ptattr.ko"),
+        test_kos={"ptattr": Path("/cache/kmod/custom-arm64-ptattr/6.12.117/ptattr.ko")},
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -92,7 +92,7 @@ def test_the_guest_is_told_where_ptattr_is_and_an_arm64_guest_sees_it() -> None:
     shared = {str(s.path): s.writable for s in guest_shares(config())}
     assert shared["/cache/kmod/custom-arm64-ptattr/6.12.117"] is False
     assert shared["/cache/kmod/custom-arm64/6.12.117/kmod"] is False
-    without = config(ptattr_ko=None)
+    without = config(test_kos={})
     assert "PAGEBUF_PTATTR_KO" not in guest_script(without, "true")
     assert "/cache/kmod/custom-arm64-ptattr/6.12.117" not in {
         str(s.path) for s in guest_shares(without)
@@ -120,14 +120,15 @@ def test_the_cli_builds_ptattr_with_the_module_only(
     argv = ["--no-module", "true"] if no_module else ["true"]
     assert cli.main(argv) == 0
     if no_module:
-        assert built == [] and seen[0].ko is None and seen[0].ptattr_ko is None
+        assert built == [] and seen[0].ko is None and seen[0].test_kos == {}
     else:
-        assert built == ["pagebuf", "ptattr"]
-        assert seen[0].ptattr_ko == tmp_path / "ptattr.ko"
+        assert built == ["pagebuf", "ptattr", "dmadev"]
+        assert seen[0].test_kos == {n: tmp_path / f"{n}.ko" for n in ("ptattr", "dmadev")}
 
 
+@pytest.mark.parametrize("module", ["ptattr", "dmadev"])
 @pytest.mark.parametrize("which", ["x86_64-6.1", "x86_64-6.12", "arm64-6.1", "arm64-6.12"])
-def test_ptattr_builds_warning_free(tmp_path: Path, which: str) -> None:
+def test_test_modules_build_warning_free(tmp_path: Path, which: str, module: str) -> None:
     kernel = _target_kernel(which)
     if isinstance(kernel, str):
         if REQUIRE:
@@ -137,8 +138,8 @@ def test_ptattr_builds_warning_free(tmp_path: Path, which: str) -> None:
     assert kernel.release.startswith(which.split("-")[1] + "."), kernel.release
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("Kbuild", "ptattr.c"):
-        shutil.copy2(PTATTR / name, src / name)
+    for name in ("Kbuild", f"{module}.c"):
+        shutil.copy2(PTATTR.parent / module / name, src / name)
     kdir, env = modbuild.cross_tree(kernel, tmp_path / "kdir")
     cmd = [*modbuild.make_command(kernel, kdir, src), "W=1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
@@ -146,11 +147,12 @@ def test_ptattr_builds_warning_free(tmp_path: Path, which: str) -> None:
     assert proc.returncode == 0, out
     assert "warning:" not in out and "error:" not in out, out
     # ELF e_machine: EM_X86_64 (62) or EM_AARCH64 (183).
-    machine = int.from_bytes((src / "ptattr.ko").read_bytes()[18:20], "little")
+    machine = int.from_bytes((src / f"{module}.ko").read_bytes()[18:20], "little")
     assert machine == (183 if which.startswith("arm64") else 62), machine
 
 
-def test_ptattr_is_checkpatch_strict_clean() -> None:
+@pytest.mark.parametrize("module", ["ptattr", "dmadev"])
+def test_test_modules_are_checkpatch_strict_clean(module: str) -> None:
     from pagebuf.vm.paths import cache_root
 
     checkpatch = cache_root() / "checkpatch/linux-source-6.12/scripts/checkpatch.pl"
@@ -160,7 +162,7 @@ def test_ptattr_is_checkpatch_strict_clean() -> None:
         pytest.skip(f"no {checkpatch}: `make check` extracts it")
     proc = subprocess.run(
         ["perl", str(checkpatch), "--no-tree", "--strict", "--quiet", "-f",
-         str(PTATTR / "ptattr.c")],
+         str(PTATTR.parent / module / f"{module}.c")],
         capture_output=True,
         text=True,
     )  # fmt: skip

@@ -83,7 +83,9 @@ class FakeDevice:
         return ModuleInfo(3, self.features, PAGE, 10, 32768, 0, 0, 2**64 - 1, 2**64 - 1,
                           128 << 20, 0)  # fmt: skip
 
-    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False) -> Buffer:
+    def alloc(self, order: int, *, dma: bool = False, file_owned: bool = False,
+              dma_device: str | None = None, dma_dir: int = 0) -> Buffer:  # fmt: skip
+        assert dma_device is None and dma_dir == 0  # no --dma-device here
         buf_id, self.next_id = self.next_id, self.next_id + 1
         phys = 0x100000 * buf_id
         buf = Buffer(buf_id, order, uapi.BUF_DMA if dma else 0, phys, phys if dma else None,

@@ -83,7 +83,7 @@ def test_each_buffer_has_its_sysfs_directory(dev: Device) -> None:
 
 def test_module_info_matches_sysfs(dev: Device) -> None:
     info = dev.info()
-    assert info.api_version == 3 == sysfs_int("version")
+    assert info.api_version == 4 == sysfs_int("version")
     assert info.page_size == PAGE
     assert info.max_order == sysfs_int("max_order") == 10
     assert info.max_bytes == sysfs_int("max_bytes") == 128 << 20

@@ -79,7 +79,8 @@ def test_list_rejects(dev: Device) -> None:
     array = (uapi.PagebufBuffer * 4)()
     lst = uapi.PagebufList
     addr = ctypes.addressof(array)
-    assert raw(dev, uapi.IOC_LIST, lst(entry_size=size - 8)) == E.EINVAL
+    v1 = uapi.PagebufBuffer.dma_dir.offset  # version 1's entry: 40 bytes
+    assert raw(dev, uapi.IOC_LIST, lst(entry_size=v1 - 8)) == E.EINVAL
     assert raw(dev, uapi.IOC_LIST, lst(entry_size=8192)) == E.EINVAL
     assert raw(dev, uapi.IOC_LIST, lst(capacity=1, entry_size=size)) == E.EINVAL
     assert raw(dev, uapi.IOC_LIST, lst(entry_size=size, count=1)) == E.EINVAL
@@ -91,6 +92,11 @@ def test_list_rejects(dev: Device) -> None:
     assert bytes(wide[size : size + 16]) == bytes(16)
     assert bytes(wide[size + 16 :]) == b"\xaa" * (size + 16)  # untouched beyond count
     assert raw(dev, uapi.IOC_LIST, lst(buffers=addr, capacity=4, entry_size=size)) == 0
+    # A version-1 caller's shorter entries: each cut to its size, none past it.
+    old = (ctypes.c_uint8 * (2 * v1))(*([0xAA] * (2 * v1)))
+    req = lst(buffers=ctypes.addressof(old), capacity=2, entry_size=v1)
+    assert raw(dev, uapi.IOC_LIST, req) == 0 and req.count == 1
+    assert bytes(old[:v1]) == bytes(array[0])[:v1] and bytes(old[v1:]) == b"\xaa" * v1
 
 
 def test_unknown_and_malformed_commands(dev: Device) -> None:
@@ -100,7 +106,8 @@ def test_unknown_and_malformed_commands(dev: Device) -> None:
     assert raw(dev, IOC(rw, 0xB9, 0x01, size), buf) == E.ENOTTY  # wrong magic
     assert raw(dev, IOC(rw, uapi.IOC_MAGIC, 0x7F, size), buf) == E.ENOTTY  # unknown nr
     assert raw(dev, IOC(IOC_WRITE, uapi.IOC_MAGIC, 0x01, size), buf) == E.ENOTTY  # wrong dir
-    assert raw(dev, IOC(rw, uapi.IOC_MAGIC, 0x01, size - 8), buf) == E.ENOTTY  # too short
+    v1 = uapi.PagebufBuffer.dma_dir.offset
+    assert raw(dev, IOC(rw, uapi.IOC_MAGIC, 0x01, v1 - 8), buf) == E.ENOTTY  # too short
     assert raw(dev, IOC(IOC_NONE, uapi.IOC_MAGIC, 0x00, 0)) == E.ENOTTY
     assert raw(dev, 0x5401) == E.ENOTTY  # TCGETS
     assert sysfs_int("nr_buffers") == 0

@@ -59,7 +59,7 @@ MAX_OPS = 40  # operations per example: shrinking a failure stays quick
 # The errnos the header documents; any other is a failure by itself.
 ERRNOS = frozenset(
     {E.EINVAL, E.ENOTTY, E.ENOENT, E.EPERM, E.EBADF, E.EFAULT, E.ENOMEM, E.E2BIG}
-    | {E.EOPNOTSUPP, E.EIO}
+    | {E.EOPNOTSUPP, E.EIO, E.ENODEV}
 )
 PAGE = mmap.PAGESIZE
 PROT_NONE = 0  # mmap.PROT_NONE is Python 3.13's
@@ -83,12 +83,13 @@ class Cmd:
 
 INFO_V1 = uapi.PagebufInfo.dma_max_size.offset  # the version 1 struct ended at dma_mask
 ENTRY = ctypes.sizeof(uapi.PagebufBuffer)
+ENTRY_V1 = uapi.PagebufBuffer.dma_dir.offset  # version 1's struct ended at size
 # Every other struct is still at its first version.
 CMDS = {
     "get_info": Cmd(0x00, IOC_READ, uapi.PagebufInfo, INFO_V1, False),
-    "alloc": Cmd(0x01, RW, uapi.PagebufBuffer, ENTRY, True),
+    "alloc": Cmd(0x01, RW, uapi.PagebufBuffer, ENTRY_V1, True),
     "free": Cmd(0x02, RW, uapi.PagebufFree, ctypes.sizeof(uapi.PagebufFree), True),
-    "buf_info": Cmd(0x03, RW, uapi.PagebufBuffer, ENTRY, False),
+    "buf_info": Cmd(0x03, RW, uapi.PagebufBuffer, ENTRY_V1, False),
     "list": Cmd(0x04, RW, uapi.PagebufList, ctypes.sizeof(uapi.PagebufList), False),
     "set_caching": Cmd(0x05, IOC_WRITE, uapi.PagebufCaching, 8, False),
     "kread": Cmd(0x06, RW, uapi.PagebufKaccess, 40, False),
@@ -98,7 +99,7 @@ CMDS = {
     "kflush": Cmd(0x0A, RW, uapi.PagebufKaccess, 40, True),
     "inject": Cmd(0x0B, RW, uapi.PagebufKaccess, 40, True),
 }
-assert all(c.first == c.size for n, c in CMDS.items() if n != "get_info")
+assert all(c.first == c.size for n, c in CMDS.items() if n not in ("get_info", "alloc", "buf_info"))
 # Magics whose numbers the VFS answers itself before any driver (FIGETBSZ, FIONBIO,
 # FIFREEZE, FS_IOC_GETFLAGS, FICLONE, FS_IOC_GETFSUUID, ...): not pagebuf's to refuse.
 VFS_MAGICS = frozenset({0x00, 0x15, 0x54, 0x58, 0x66, 0x94})
@@ -174,12 +175,16 @@ class Buf:
     size: int
     owner: int | None  # OpenFile.key, or None for the module's
     data: bytearray | None  # what the buffer holds; None once that is not known
+    dma_dir: int = 0
+    dma_info: int = 0  # what pagebuf's own device is (the fuzzer names no other)
+    dma_mask: int = 0
 
     def entry(self) -> bytes:
         return bytes(
             uapi.PagebufBuffer(
                 id=self.id, order=self.order, flags=self.flags, phys_addr=self.phys,
-                dma_addr=self.dma, size=self.size,
+                dma_addr=self.dma, size=self.size, dma_dir=self.dma_dir,
+                dma_info=self.dma_info, dma_mask=self.dma_mask,
             )
         )  # fmt: skip
 
@@ -505,18 +510,35 @@ class Fuzzer:
         order: int,
         flags: int,
         junk: tuple[int, int, int, int, int],
+        target: tuple[int, bytes, int, int] = (0, b"", 0, 0),
     ) -> None:
         f = self.slots[slot][1]
         jid, jres, jphys, jdma, jsize = junk
         req = uapi.PagebufBuffer(
             id=jid, order=order, flags=flags, reserved=jres, phys_addr=jphys, dma_addr=jdma,
-            size=jsize,
+            size=jsize, dma_dir=target[0], dma_info=target[2], dma_mask=target[3],
         )  # fmt: skip
+        # Byte for byte: a c_char array stops at the first NUL.
+        ctypes.memmove(ctypes.addressof(req) + uapi.PagebufBuffer.dma_device.offset,
+                       target[1], len(target[1]))  # fmt: skip
+        # What reaches the kernel: a struct shorter than today's hands over no more.
+        given = len(self.build("alloc", bytes(req), sizev)[1])
+        seen = uapi.PagebufBuffer.from_buffer_copy(bytes(req)[:given].ljust(ENTRY, b"\0"))
+        direction, device = seen.dma_dir, bytes(seen)[uapi.PagebufBuffer.dma_device.offset :]
         exp = Expect()
-        if any(junk):
+        if any(junk) or seen.dma_info or seen.dma_mask:
             exp.defect("an (out) field or reserved is not zero", E.EINVAL)
         if flags & ~uapi.BUF_FLAGS:
             exp.defect(f"unknown flags {flags:#x}", E.EINVAL)
+        name, nul, after = device.partition(b"\0")
+        if direction > uapi.DMA_FROM_DEVICE or not nul or any(after):
+            exp.defect(f"dma_dir {direction} or dma_device {device!r}", E.EINVAL)
+        if (direction or name) and not flags & uapi.BUF_DMA:
+            exp.defect("dma_dir or dma_device without BUF_DMA", E.EINVAL)
+        if name:  # the fuzzer's names: malformed, on another bus, or of no device
+            bus, colon, rest = name.partition(b":")
+            bad = not colon or not rest or bus not in (b"platform", b"pci", b"amba")
+            exp.defect(f"dma_device {name!r}", E.EINVAL if bad else E.ENODEV, E.ENOMEM)
         if order > self.info.max_order:
             exp.defect(f"order {order} > max_order {self.info.max_order}", E.EINVAL)
         else:
@@ -545,9 +567,16 @@ class Fuzzer:
                 overlap = o.phys_addr < b.phys + b.size and b.phys < o.phys_addr + size
                 assert not overlap, f"buffer {o.id} overlaps buffer {b.id}"
             owner = f.key if flags & uapi.BUF_FILE_OWNED else None
-            self.bufs[o.id] = Buf(
-                o.id, order, o.flags, o.phys_addr, o.dma_addr, size, owner, bytearray(size)
-            )
+            buf = Buf(o.id, order, o.flags, o.phys_addr, o.dma_addr, size, owner,
+                      bytearray(size))  # fmt: skip
+            if flags & uapi.BUF_DMA:  # pagebuf's own device: syncs work unless coherent
+                buf.dma_dir, buf.dma_mask = direction, self.info.dma_mask
+                coherent = self.info.features & uapi.FEAT_DMA_COHERENT
+                buf.dma_info = 0 if coherent else uapi.DEV_SYNC
+            # As much of the answer as the caller's struct holds is the buffer's entry.
+            n = min(given, ENTRY)
+            assert bytes(o)[:n] == buf.entry()[:n], f"ALLOC answered {bytes(o)[:n].hex()}"
+            self.bufs[o.id] = buf
 
         self.call("alloc", slot, place, sizev, bytes(req), exp, ok)
 
@@ -612,9 +641,12 @@ class Fuzzer:
         elif bid not in self.bufs:
             exp.defect(f"no buffer {bid}", E.ENOENT)
 
+        n = min(len(self.build("buf_info", bytes(req), sizev)[1]), ENTRY)
+
         def ok(o: uapi.PagebufBuffer | None) -> None:
             if o is not None:
-                assert bytes(o) == self.bufs[bid].entry(), f"BUF_INFO {bid} differs from ALLOC's"
+                want = self.bufs[bid].entry()[:n]
+                assert bytes(o)[:n] == want, f"BUF_INFO {bid} differs from ALLOC's"
 
         self.call("buf_info", slot, place, sizev, bytes(req), exp, ok)
 
@@ -637,7 +669,7 @@ class Fuzzer:
         exp = Expect()
         if any(junk):
             exp.defect("count or total not zero", E.EINVAL)
-        if entry_size < ctypes.sizeof(uapi.PagebufBuffer):
+        if entry_size < ENTRY_V1:
             exp.defect(f"entry_size {entry_size}", E.EINVAL)
         else:
             if entry_size > PAGE:
@@ -663,10 +695,10 @@ class Fuzzer:
                 )
             got = ctypes.string_at(addr, span) if span > 0 else b""
             want = sorted(self.bufs.values(), key=lambda b: b.id)[:n]
-            size = ctypes.sizeof(uapi.PagebufBuffer)
+            size = min(ENTRY, entry_size)
             for i, b in enumerate(want):
                 entry = got[i * entry_size : (i + 1) * entry_size]
-                assert entry[:size] == b.entry(), f"LIST entry {i} is not buffer {b.id}"
+                assert entry[:size] == b.entry()[:size], f"LIST entry {i} is not buffer {b.id}"
                 assert entry[size:] == bytes(entry_size - size), f"LIST entry {i}: tail not zeroed"
             assert got[need:] == bytes([sentinel]) * (span - need), "LIST wrote past its entries"
 
@@ -893,6 +925,9 @@ class Fuzzer:
 # decoded (note()).
 
 GENOME = 64
+# Devices the fuzzer names: none that exists, since ALLOC's answers must be foreseeable.
+DEVICE_NAMES = (b"platform:no-such-device", b"pci:0000:7f:1f.7", b"amba:x", b"virtio:virtio0",
+                b"platform:", b"nobus", b"platform:x\0junk", b"p" * 64)  # fmt: skip
 SPECIAL64 = (0, 1, PAGE - 1, PAGE, 2**31, U32, 2**32, 2**63 - 1, 2**63, U64 - PAGE + 1, U64)
 KINDS = (
     "alloc", "alloc", "alloc", "alloc", "kread", "kwrite", "kchecksum", "kread", "kwrite",
@@ -986,7 +1021,14 @@ def decode(kind: str, raw: bytes) -> tuple[Any, ...]:
         if g.rare(20):
             junk = (g.mostly_zero(4, 128), g.mostly_zero(4, 128), g.mostly_zero(8, 128),
                     g.mostly_zero(8, 128), g.mostly_zero(8, 128))  # fmt: skip
-        return ("alloc", *call, order, flags, junk)
+        direction = g.pick((0, 0, uapi.DMA_TO_DEVICE, uapi.DMA_FROM_DEVICE))
+        direction = direction if flags & uapi.BUF_DMA else 0
+        if g.rare(20):
+            direction = g.pick((1, 2, 3, U32))
+        target = (direction, b"", 0, 0)
+        if g.rare(24):
+            target = (direction, g.pick(DEVICE_NAMES), g.mostly_zero(4, 64), g.mostly_zero(8, 64))
+        return ("alloc", *call, order, flags, junk, target)
     if kind == "free":
         flags = g.pick((1, 2, 0x80000000, U32)) if g.rare(24) else 0
         return ("free", *call, ids(), flags, g.mostly_zero(4), g.mostly_zero(4))
@@ -1010,7 +1052,8 @@ def decode(kind: str, raw: bytes) -> tuple[Any, ...]:
         cap = (g.pick(("total", "n", "total", "huge")), g.byte() % 41)
         entry = ENTRY
         if g.rare(40):
-            entry = g.pick((0, 8, ENTRY - 1, ENTRY + 1, ENTRY + 8, 2 * ENTRY, 4096, 4097, U32))
+            entry = g.pick((0, 8, ENTRY_V1 - 1, ENTRY_V1, ENTRY_V1 + 8, ENTRY - 1, ENTRY + 1,
+                            ENTRY + 8, 2 * ENTRY, 4096, 4097, U32))  # fmt: skip
         return ("list", *call, cap, entry, data(), (g.mostly_zero(4), g.mostly_zero(4)))
     if kind == "get_info":
         return ("get_info", *call, g.mostly_zero(4))

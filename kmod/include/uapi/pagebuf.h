@@ -32,14 +32,39 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define PAGEBUF_API_VERSION	3
+#define PAGEBUF_API_VERSION	4
 
 /* struct pagebuf_buffer.flags */
 #define PAGEBUF_BUF_DMA		0x1	/* dma_map_page(DMA_BIDIRECTIONAL) */
 #define PAGEBUF_BUF_FILE_OWNED	0x2	/* freed when its file is closed */
 #define PAGEBUF_BUF_FLAGS	(PAGEBUF_BUF_DMA | PAGEBUF_BUF_FILE_OWNED)
-/* (out) the DMA mapping goes through a bounce buffer (swiotlb) at dma_addr */
+/*
+ * (out) the DMA mapping goes through a bounce buffer (swiotlb) at dma_addr:
+ * no IOMMU translates for the device and dma_addr is not phys_addr. For a
+ * named dma_device with a bus offset (dma-ranges) pagebuf cannot tell the
+ * two apart, and says bounced.
+ */
 #define PAGEBUF_BUF_BOUNCED	0x4
+/*
+ * (out) the dma_device went away, or its driver was unbound or bound: the
+ * mapping was undone then, SYNC fails with ENODEV, the pages stay until FREE.
+ */
+#define PAGEBUF_BUF_DEVICE_GONE	0x8
+
+/* struct pagebuf_buffer.dma_dir: the mapping's enum dma_data_direction */
+#define PAGEBUF_DMA_BIDIRECTIONAL	0
+#define PAGEBUF_DMA_TO_DEVICE		1
+#define PAGEBUF_DMA_FROM_DEVICE		2
+
+/* struct pagebuf_buffer.dma_info: what the device mapped for is (out) */
+#define PAGEBUF_DEV_COHERENT	0x1  /* firmware: DMA is cache-coherent */
+#define PAGEBUF_DEV_NONCOHERENT	0x2  /* firmware: it is not; neither: unknown */
+#define PAGEBUF_DEV_SYNC	0x4  /* dma_need_sync(): it needs syncs */
+#define PAGEBUF_DEV_IOMMU	0x8  /* the device is in an IOMMU group */
+#define PAGEBUF_DEV_TRANSLATED	0x10 /* its IOMMU domain translates addresses */
+
+/* struct pagebuf_buffer.dma_device: "bus:name", NUL-terminated, zero-padded */
+#define PAGEBUF_DEV_NAME_LEN	64
 
 /* struct pagebuf_free.flags */
 #define PAGEBUF_FREE_ALL	0x1	/* every buffer this file may free */
@@ -78,6 +103,7 @@
 #define PAGEBUF_FEAT_X86_PAT		0x20 /* x86 with PAT: see x86_pat_alias */
 #define PAGEBUF_FEAT_PAT_ALIAS		0x40 /* x86_pat_alias=1: UC/WC maps of RAM */
 #define PAGEBUF_FEAT_WC_IS_UC		0x80 /* x86 without PAT: WC maps are UC- */
+#define PAGEBUF_FEAT_DMA_DEVICE		0x100 /* ALLOC takes dma_device, dma_dir */
 
 /* struct pagebuf_kaccess.flags, for KFLUSH only */
 #define PAGEBUF_KFLUSH_CLEAN	0x1	/* clean only: lines stay cached */
@@ -122,12 +148,26 @@ struct pagebuf_info {
  * struct pagebuf_buffer - one buffer (ALLOC, BUF_INFO, and LIST entries)
  * @id:        (out) buffer id, never 0; (in) for BUF_INFO
  * @order:     (in) for ALLOC: log2 of the number of pages; (out) otherwise
- * @flags:     (in) for ALLOC: PAGEBUF_BUF_FLAGS requested; (out) those
- *             and PAGEBUF_BUF_BOUNCED
+ * @flags:     (in) for ALLOC: PAGEBUF_BUF_FLAGS requested; (out) those,
+ *             PAGEBUF_BUF_BOUNCED and PAGEBUF_BUF_DEVICE_GONE
  * @reserved:  must be zero
  * @phys_addr: (out) physical address of the first page (page_to_phys)
  * @dma_addr:  (out) DMA address, valid when PAGEBUF_BUF_DMA is set
  * @size:      (out) size in bytes, PAGE_SIZE << order
+ * @dma_dir:   (in) for ALLOC with PAGEBUF_BUF_DMA: PAGEBUF_DMA_*, the
+ *             direction of the mapping and of every SYNC; (out)
+ * @dma_info:  (out) PAGEBUF_DEV_* facts about the device mapped for
+ * @dma_mask:  (out) that device's DMA mask (dma_get_mask())
+ * @dma_device: (in) for ALLOC with PAGEBUF_BUF_DMA: "" maps for pagebuf's
+ *             own device; "bus:name" maps for that existing device instead,
+ *             as its driver would (bus "platform", "pci" or "amba"; name as
+ *             in /sys/bus/<bus>/devices/). Needs CAP_SYS_ADMIN (EPERM);
+ *             ENODEV if there is no such device, EINVAL for another bus or a
+ *             name that is not NUL-terminated and zero-padded, EOPNOTSUPP
+ *             for a device that does no DMA (no DMA mask), EBUSY for one
+ *             whose IOMMU domain the DMA API does not own (VFIO). The device
+ *             is held until the buffer goes; its unbind, bind or removal
+ *             undoes the mapping (PAGEBUF_BUF_DEVICE_GONE). (out) the same.
  */
 struct pagebuf_buffer {
 	__u32 id;
@@ -137,6 +177,11 @@ struct pagebuf_buffer {
 	__u64 phys_addr;
 	__u64 dma_addr;
 	__u64 size;
+	/* version 4 */
+	__u32 dma_dir;
+	__u32 dma_info;
+	__u64 dma_mask;
+	char dma_device[PAGEBUF_DEV_NAME_LEN];
 };
 
 /**
@@ -164,7 +209,9 @@ struct pagebuf_free {
  * @buffers:    (in) user pointer to an array of entries, may be 0 when
  *              @capacity is 0
  * @capacity:   (in) number of entries the array holds
- * @entry_size: (in) sizeof(struct pagebuf_buffer) as the caller knows it
+ * @entry_size: (in) sizeof(struct pagebuf_buffer) as the caller knows it,
+ *              from its first version's 40 bytes to PAGE_SIZE: each entry
+ *              is cut or zero-extended to it
  * @count:      (out) entries written, in increasing id order
  * @total:      (out) buffers that exist; retry with a larger array if
  *              @total > @count
@@ -222,7 +269,9 @@ struct pagebuf_kaccess {
 
 /**
  * struct pagebuf_sync - DMA sync calls on a DMA-mapped buffer (PAGEBUF_IOC_SYNC)
- * @id:        (in) buffer, which must have PAGEBUF_BUF_DMA
+ * @id:        (in) buffer, which must have PAGEBUF_BUF_DMA (EINVAL), and
+ *             a mapping still in place (ENODEV: PAGEBUF_BUF_DEVICE_GONE);
+ *             the sync takes the buffer's dma_dir
  * @direction: (in) PAGEBUF_SYNC_*
  * @offset:    (in) byte offset into the buffer
  * @length:    (in) bytes; 0 means to the end of the buffer

@@ -14,6 +14,9 @@ from .modbuild import build_module, build_test_module
 from .paths import cache_root, normalize_arch, source_root
 from .runner import GUEST_PYTHON, GUEST_SETUP_FAILED, VmConfig, run_in_vm, write_wrapper
 
+# The test-only modules of tests/vm, built beside pagebuf.ko for every guest.
+TEST_MODULES = ("ptattr", "dmadev")
+
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -42,6 +45,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--append", action="append", default=[], help="extra kernel command line")
     p.add_argument("--no-module", action="store_true", help="boot without loading pagebuf.ko")
+    p.add_argument("--iommu", action="store_true",
+                   help="x86: put QEMU's intel-iommu in front of the PCI devices and boot "
+                   "intel_iommu=on (a kernel with CONFIG_INTEL_IOMMU: Debian's)")  # fmt: skip
     p.add_argument(
         "--read-only",
         action="store_true",
@@ -73,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             bin_dir = cache / f"bin-{arch}"
             write_wrapper(bin_dir, GUEST_PYTHON)
         ko = None if args.no_module else build_module(kernel, src, cache)
-        # tests/vm/test_mmap.py reads arm64's user page tables through it.
-        ptattr_ko = None if ko is None else build_test_module(kernel, src, cache, "ptattr")
+        # tests/vm/test_mmap.py reads arm64's user page tables through ptattr; the
+        # named-device tests map for dmadev's device.
+        test_kos = {} if ko is None else {
+            name: build_test_module(kernel, src, cache, name) for name in TEST_MODULES
+        }  # fmt: skip
         cfg = VmConfig(
             kernel=kernel,
             ko=ko,
@@ -85,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             insmod_args=tuple(shlex.split(args.insmod_args)),
             cwd=Path.cwd(),
             append=tuple(args.append),
+            iommu=args.iommu,
             writable_cwd=not args.read_only,
             rootfs=rootfs,
-            ptattr_ko=ptattr_ko,
+            test_kos=test_kos,
         )
         return run_in_vm(cfg, args.command, dry_run=args.dry_run)
     except VmError as exc:

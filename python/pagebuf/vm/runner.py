@@ -58,14 +58,17 @@ class VmConfig:
     insmod_args: tuple[str, ...] = field(default=())
     cwd: Path = field(default_factory=Path.cwd)
     append: tuple[str, ...] = field(default=())
+    # x86 only: a virtual Intel IOMMU in front of the guest's PCI devices, turned on.
+    iommu: bool = False
     writable_cwd: bool = True  # the one host directory the guest may write
     # The guest's root filesystem when it is not the host's (arm64 guests).
     rootfs: Path | None = None
     # For such a guest: the host directory that hands it the guest script (the kernel
     # command line, where virtme-ng puts --exec, holds 2048 bytes on arm64).
     script_dir: Path | None = None
-    # tests/vm/ptattr's module, built for this kernel, which tests/vm loads itself.
-    ptattr_ko: Path | None = None
+    # tests/vm's own modules (TEST_MODULES), built for this kernel, by name; the tests
+    # load them themselves, from $PAGEBUF_<NAME>_KO.
+    test_kos: dict[str, Path] = field(default_factory=dict)
 
 
 def write_wrapper(bin_dir: Path, python: str | None = None) -> None:
@@ -96,8 +99,8 @@ def guest_script(cfg: VmConfig, command: str) -> str:
     }
     if cfg.ko is not None:
         env["PAGEBUF_KO"] = str(cfg.ko)
-    if cfg.ptattr_ko is not None:
-        env["PAGEBUF_PTATTR_KO"] = str(cfg.ptattr_ko)
+    for name, ko in cfg.test_kos.items():
+        env[f"PAGEBUF_{name.upper()}_KO"] = str(ko)
     lines = [f"export {k}={q(v)}" for k, v in env.items()]
     for staging, share in guest_binds(cfg):
         lines.append(
@@ -169,7 +172,7 @@ def guest_shares(cfg: VmConfig) -> list[Share]:
         raise VmError("the arm64 guest has a root filesystem of its own: run it from a "
                       "directory other than /")  # fmt: skip
     writable = cfg.writable_cwd and rwdir_refusal(cwd) is None
-    kos = [ko.parent for ko in (cfg.ko, cfg.ptattr_ko) if ko is not None]
+    kos = [ko.parent for ko in (cfg.ko, *cfg.test_kos.values()) if ko is not None]
     ro = [cfg.src_root, cfg.bin_dir, *kos]
     if writable:
         shares = [Share(p) for p in _outermost(ro) if p != cwd] + [Share(cwd, True)]
@@ -236,6 +239,11 @@ def vng_command(cfg: VmConfig, command: str) -> list[str]:
     ]
     for arg in (*cfg.kernel.append, *cfg.append):
         argv += ["--append", arg]
+    if cfg.iommu:
+        if cfg.kernel.arch != "x86_64":
+            raise VmError("--iommu is x86's (q35's intel-iommu); not for an arm64 guest")
+        # DMA remapping only: interrupt remapping would need a split irqchip.
+        argv += ["--qemu-opts=-device intel-iommu,intremap=off", "--append", "intel_iommu=on"]
     # Results (pagebuf run's JSON Lines) land where the user is; an arm64 guest gets the
     # current directory through guest_shares instead.
     if cfg.writable_cwd and cfg.rootfs is None:
