@@ -172,7 +172,10 @@ def guest_shares(cfg: VmConfig) -> list[Share]:
         raise VmError("the arm64 guest has a root filesystem of its own: run it from a "
                       "directory other than /")  # fmt: skip
     writable = cfg.writable_cwd and rwdir_refusal(cwd) is None
-    kos = [ko.parent for ko in (cfg.ko, *cfg.test_kos.values()) if ko is not None]
+    # One share for every module built for the guest: each share costs the 2048-byte
+    # kernel command line (where virtme-ng lists them) about a hundred bytes.
+    built = [ko.parent for ko in (cfg.ko, *cfg.test_kos.values()) if ko is not None]
+    kos = [Path(os.path.commonpath(built))] if built else []
     ro = [cfg.src_root, cfg.bin_dir, *kos]
     if writable:
         shares = [Share(p) for p in _outermost(ro) if p != cwd] + [Share(cwd, True)]
