@@ -610,7 +610,8 @@ static int pagebuf_dma_map(struct pagebuf_buf *buf, struct device *dev)
 /*
  * Map @buf for the device buf->dma_name names, with that device's lock held,
  * so that no bind or unbind comes between the mapping and its place on
- * pagebuf_foreign, where the notifier finds it. Under pagebuf_dev_lock the
+ * pagebuf_foreign, where the notifier finds it; only while a driver is bound,
+ * so its unbind (which comes first) is what undoes the mapping. Under pagebuf_dev_lock the
  * device is looked up again: one still on its bus has not yet been through
  * BUS_NOTIFY_REMOVED_DEVICE, which then waits for the lock and undoes the
  * mapping before the IOMMU core (a later notifier) forgets the device.
@@ -637,6 +638,13 @@ static int pagebuf_map_named(struct pagebuf_buf *buf)
 	domain = iommu_get_domain_for_dev(dev);
 	if (again != dev) {
 		ret = -ENODEV;
+	} else if (!dev->driver) {
+		/*
+		 * A device's DMA (ops, IOMMU, offsets, coherence) is set up when a
+		 * driver binds, before BUS_NOTIFY_BIND_DRIVER: a mapping made
+		 * without one could not be undone with the setup it was made with.
+		 */
+		ret = -ENXIO;
 	} else if (!dev->dma_mask) {
 		/* It does no DMA: dma_map_page() would warn. */
 		ret = -EOPNOTSUPP;

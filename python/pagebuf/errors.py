@@ -102,6 +102,8 @@ def device_refusal(code: int, device: str) -> str | None:
     """Why ALLOC refused to map for `device` ("bus:name"), by errno; None: the usual."""
     return {
         E.ENODEV: f"no device {device} (removed, or never there: see /sys/bus/*/devices/)",
+        E.ENXIO: f"no driver is bound to {device}: the kernel sets a device's DMA up when "
+        "its driver binds",
         E.EOPNOTSUPP: f"{device} does no DMA (it has no DMA mask)",
         E.EBUSY: f"{device}'s IOMMU domain belongs to its driver (VFIO?), not to the DMA API",
         E.EPERM: f"mapping for another device ({device}) needs CAP_SYS_ADMIN",

@@ -2,8 +2,8 @@
 mapping goes when the device's driver or the device does.
 
 tests/vm/dmadev's module gives the guest two platform devices that can be unbound and
-removed without harm: pagebuf-dmadev (bound to its driver, which sets a 40-bit DMA
-mask) and pagebuf-nodma (no DMA mask). A device the guest really has (virtio, on PCI on
+removed without harm, both bound to its driver: pagebuf-dmadev (whose probe sets a
+40-bit DMA mask) and pagebuf-nodma (no DMA mask). A device the guest really has (virtio, on PCI on
 x86 and as virtio-mmio platform devices on arm64) is mapped for too.
 """
 
@@ -197,18 +197,18 @@ def test_unbinding_the_driver_undoes_the_mapping(dmadev: None, dev: Device) -> N
             dev.sync(buf.id, uapi.SYNC_FOR_CPU)
         assert exc.value.errno == E.ENODEV
         dev.sync(other.id, uapi.SYNC_FOR_CPU)
-        # With no driver, the device can still be mapped for (as by its next driver).
-        unbound = dev.alloc(0, dma=True, dma_device=NAME)
-        assert not unbound.device_gone
+        # With no driver the device's DMA is not set up (that happens when one binds).
+        assert errno_of(dev, flags=uapi.BUF_DMA, dma_device=SPEC.encode()) == E.ENXIO
+        with pytest.raises(PagebufError, match="no driver is bound"):
+            dev.alloc(0, dma=True, dma_device=NAME)
     finally:
         bind()
-    # Binding a driver undoes a mapping made without one; the old one stays gone.
-    assert dev.buffer(unbound.id).device_gone and dev.buffer(buf.id).device_gone
+    # Bound again: it maps again, as its driver set it up; the old mapping stays gone.
+    assert dev.buffer(buf.id).device_gone
     again = dev.alloc(0, dma=True, dma_device=NAME)
     assert not again.device_gone and again.dma_mask == 2**MASK_BITS - 1
     dev.sync(again.id, uapi.SYNC_FOR_DEVICE)
     dev.free(buf.id)
-    dev.free(unbound.id)
 
 
 def test_removing_the_device_undoes_the_mapping(dmadev: None, dev: Device) -> None:

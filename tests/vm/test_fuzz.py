@@ -538,7 +538,10 @@ class Fuzzer:
         if name:  # the fuzzer's names: malformed, on another bus, or of no device
             bus, colon, rest = name.partition(b":")
             bad = not colon or not rest or bus not in (b"platform", b"pci", b"amba")
-            exp.defect(f"dma_device {name!r}", E.EINVAL if bad else E.ENODEV, E.ENOMEM)
+            # pci and amba are buses only where the kernel has them (CONFIG_PCI, _ARM_AMBA).
+            maybe_bus = bus in (b"pci", b"amba")
+            exp.defect(f"dma_device {name!r}", E.EINVAL if bad else E.ENODEV, E.ENOMEM,
+                       *((E.EINVAL,) if maybe_bus else ()))  # fmt: skip
         if order > self.info.max_order:
             exp.defect(f"order {order} > max_order {self.info.max_order}", E.EINVAL)
         else:

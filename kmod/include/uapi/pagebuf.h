@@ -162,12 +162,15 @@ struct pagebuf_info {
  *             own device; "bus:name" maps for that existing device instead,
  *             as its driver would (bus "platform", "pci" or "amba"; name as
  *             in /sys/bus/<bus>/devices/). Needs CAP_SYS_ADMIN (EPERM);
- *             ENODEV if there is no such device, EINVAL for another bus or a
- *             name that is not NUL-terminated and zero-padded, EOPNOTSUPP
- *             for a device that does no DMA (no DMA mask), EBUSY for one
- *             whose IOMMU domain the DMA API does not own (VFIO). The device
- *             is held until the buffer goes; its unbind, bind or removal
- *             undoes the mapping (PAGEBUF_BUF_DEVICE_GONE). (out) the same.
+ *             ENODEV if there is no such device, ENXIO if no driver is bound
+ *             to it (the kernel sets a device's DMA up when one binds),
+ *             EINVAL for another bus or a name that is not NUL-terminated
+ *             and zero-padded, EOPNOTSUPP for a device that does no DMA (no
+ *             DMA mask), EBUSY for one whose IOMMU domain the DMA API does
+ *             not own (VFIO). The device is held until the buffer goes; its
+ *             unbind or removal undoes the mapping (PAGEBUF_BUF_DEVICE_GONE,
+ *             and dma_addr is then the address the mapping had). (out) the
+ *             same.
  */
 struct pagebuf_buffer {
 	__u32 id;

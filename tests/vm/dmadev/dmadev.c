@@ -8,7 +8,8 @@
  * - "pagebuf-dmadev", bound to the "pagebuf-dmadev" driver, whose probe
  *   sets a DMA mask of mask_bits bits (default 40). Unbind and bind it
  *   through /sys/bus/platform/drivers/pagebuf-dmadev/; rmmod removes it.
- * - "pagebuf-nodma", a device with no DMA mask: one that does no DMA.
+ * - "pagebuf-nodma", a device with no DMA mask (one that does no DMA), bound
+ *   to the same driver, which leaves it so.
  */
 #include <linux/dma-mapping.h>
 #include <linux/err.h>
@@ -24,11 +25,22 @@ static struct platform_device *dmadev_nodma;
 
 static int dmadev_probe(struct platform_device *pdev)
 {
+	if (!platform_get_device_id(pdev)->driver_data)
+		return 0;
 	return dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(mask_bits));
 }
 
+/* driver_data: whether the device does DMA */
+static const struct platform_device_id dmadev_ids[] = {
+	{ .name = "pagebuf-dmadev", .driver_data = 1 },
+	{ .name = "pagebuf-nodma", .driver_data = 0 },
+	{ }
+};
+MODULE_DEVICE_TABLE(platform, dmadev_ids);
+
 static struct platform_driver dmadev_driver = {
 	.probe = dmadev_probe,
+	.id_table = dmadev_ids,
 	.driver = {
 		.name = "pagebuf-dmadev",
 	},
