@@ -13,6 +13,7 @@
  */
 #include <linux/dma-mapping.h>
 #include <linux/err.h>
+#include <linux/mod_devicetable.h>
 #include <linux/module.h>
 #include <linux/platform_device.h>
 
