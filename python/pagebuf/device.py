@@ -356,7 +356,7 @@ class Device(Closing):
     def _alloc_for(self, s: uapi.PagebufBuffer, device: str, what: str) -> Buffer:
         """ALLOC mapped for a named device ("bus:name")."""
         what = f"{what} for {device}"
-        if self.api_version < 4 or not self.info().features & uapi.FEAT_DMA_DEVICE:
+        if self.api_version < 4:  # FEAT_DMA_DEVICE came with, and is always in, version 4
             raise InvalidRequestError(
                 f"the loaded module (interface {self.api_version}) maps only for its own "
                 "device; load one of interface 4 or later", E.EOPNOTSUPP, op=what)  # fmt: skip

@@ -95,8 +95,9 @@ ARMS = {
 assert set(ARMS) == set(MODES + CONTROLS)
 
 # Why a named device's buffers cannot be mapped, which skips the dma arm with the reason:
-# no DMA mask, an IOMMU domain owned elsewhere, too large a mapping, gone meanwhile.
-_CANNOT_MAP = (E.EOPNOTSUPP, E.EBUSY, E.E2BIG, E.ENODEV, E.EIO)
+# no DMA mask, no driver bound, an IOMMU domain owned elsewhere, too large a mapping,
+# gone meanwhile.
+_CANNOT_MAP = (E.EOPNOTSUPP, E.ENXIO, E.EBUSY, E.E2BIG, E.ENODEV, E.EIO)
 # What the dma arm's access record says of the device its buffers are mapped for.
 DMA_FACTS = ("dma_device", "dma_dir", "dma_mask_hex", "dma_coherence", "dma_syncs",
              "dma_iommu", "bounced")  # fmt: skip

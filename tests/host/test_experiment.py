@@ -307,7 +307,8 @@ def test_the_dma_arm_maps_for_the_named_device_and_records_it(
 
 
 @pytest.mark.parametrize(("errno_", "words"), [(95, "does no DMA"), (16, "VFIO"),
-                                                (19, "no device platform:gpu")])  # fmt: skip
+                                                (19, "no device platform:gpu"),
+                                                (6, "no driver is bound")])  # fmt: skip
 def test_a_device_that_cannot_be_mapped_for_skips_the_dma_arm(
     run: Any, monkeypatch: pytest.MonkeyPatch, errno_: int, words: str
 ) -> None:
